@@ -1,0 +1,231 @@
+"""Observation tables in zarr, appended window by window (DESIGN.md §2).
+
+A table is a zarr group with one 1-D array per column along the dimension ``row`` (chunked by
+rows) and, in the group's attributes, a window index: for each ingested window ``(end - Δ, end]``
+its first row, its row count, its time range and a digest of its content. The index is the
+commit record: it is rewritten only after the window's rows are written, so rows beyond the
+indexed count are leftovers of an interrupted write and are cut off before the next append.
+
+Within a window rows are sorted by time; windows lie in the order they were ingested, and the
+index lets a reader fetch a time range as a few contiguous row slices, all columns of a row
+block at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+
+from components.errors import ObscastError
+from components.storage import Store
+
+INDEX_KEY = "obscast_windows"
+
+
+class WindowConflictError(ObscastError):
+    """A window is already stored with different content."""
+
+
+def window_key(end: pd.Timestamp | None) -> str:
+    """The index key of a window: its end time in ISO 8601, or ``"undated"`` for rows without time."""
+    return "undated" if end is None or pd.isna(end) else pd.Timestamp(end).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def split_windows(table: pd.DataFrame, window: pd.Timedelta) -> dict[str, pd.DataFrame]:
+    """Cut a table into windows ``(end - window, end]`` aligned on multiples of ``window``.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        An observation table with a ``time`` column (datetime64[ns]); NaT rows go to ``"undated"``.
+    window : pandas.Timedelta
+        Window length, e.g. 6 h.
+
+    Returns
+    -------
+    dict
+        Window key (see :func:`window_key`) to the rows of that window, stably sorted by time.
+    """
+    ends = table["time"].dt.ceil(window)
+    out: dict[str, pd.DataFrame] = {}
+    for end, rows in table.groupby(ends, dropna=False, sort=True):
+        out[window_key(end)] = rows.sort_values("time", kind="stable").reset_index(drop=True)
+    return out
+
+
+def table_digest(table: pd.DataFrame) -> str:
+    """SHA-256 of a table's columns, names and values (row order matters)."""
+    h = hashlib.sha256()
+    for name in table.columns:
+        h.update(name.encode())
+        col = table[name]
+        if col.dtype == object or str(col.dtype).startswith(("string", "str")):
+            h.update("\x1f".join("" if pd.isna(v) else str(v) for v in col).encode())
+        else:
+            h.update(np.ascontiguousarray(col.to_numpy()).tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class WriteResult:
+    """Outcome of writing one window: ``status`` is ``"written"`` or ``"unchanged"``."""
+
+    window: str
+    status: str
+    rows: int
+
+
+class ObsTable:
+    """One observation (or quarantine) table in the store.
+
+    Parameters
+    ----------
+    store : Store
+    path : str
+        Path inside the store, e.g. ``"obs/synop.zarr"``.
+    row_chunk : int
+        Rows per zarr chunk, fixed when the table is created.
+    """
+
+    def __init__(self, store: Store, path: str, row_chunk: int = 65536):
+        self.store = store
+        self.path = path
+        self.row_chunk = row_chunk
+
+    @property
+    def url(self) -> str:
+        return self.store.url(self.path)
+
+    def _group(self, mode: str = "r"):
+        return zarr.open_group(self.store.zarr_store(self.path), mode=mode, zarr_format=3)
+
+    def index(self) -> dict[str, dict]:
+        """The window index: key -> ``{"row_start", "rows", "digest", "time_min", "time_max"}``."""
+        if not self.store.exists(self.path, "zarr.json"):
+            return {}
+        return dict(self._group().attrs.get(INDEX_KEY, {}))
+
+    def __len__(self) -> int:
+        return sum(w["rows"] for w in self.index().values())
+
+    def write_window(self, key: str, rows: pd.DataFrame) -> WriteResult:
+        """Store one window's rows, idempotently.
+
+        A window already stored with the same digest is left as it is (``"unchanged"``). Rows
+        left beyond the index by an interrupted write are cut off first, then the window is
+        appended and only then recorded in the index.
+
+        Raises
+        ------
+        WindowConflictError
+            If the window is stored already with different content (nothing is changed).
+        """
+        rows = rows.reset_index(drop=True)
+        digest = table_digest(rows)
+        index = self.index()
+        if key in index:
+            if index[key]["digest"] == digest:
+                return WriteResult(key, "unchanged", len(rows))
+            raise WindowConflictError(
+                f"{self.url}: window {key} is stored already with different content "
+                f"({index[key]['rows']} rows stored, {len(rows)} offered); nothing was changed"
+            )
+        committed = sum(w["rows"] for w in index.values())
+        ds = _to_dataset(rows)
+        if committed == 0:
+            encoding = {name: {"chunks": (self.row_chunk,)} for name in ds.data_vars}
+            for name in ds.data_vars:
+                if ds[name].dtype.kind == "M":  # exact integer times, whatever the first window holds
+                    encoding[name].update(units="milliseconds since 1970-01-01T00:00:00", dtype="int64", calendar="proleptic_gregorian")
+            self.store.write_dataset(ds, self.path, mode="w", encoding=encoding)
+        else:
+            self._truncate(committed)
+            stored = self._group()
+            missing = set(stored.array_keys()) ^ set(ds.data_vars)
+            if missing:
+                raise ObscastError(f"{self.url}: window {key} has columns {sorted(missing)} that do not match the table")
+            for name in ds.data_vars:
+                if ds[name].dtype.kind not in "OM" and stored[name].dtype != ds[name].dtype:
+                    ds[name] = ds[name].astype(stored[name].dtype)
+            ds.to_zarr(self.store.zarr_store(self.path), append_dim="row", consolidated=False, zarr_format=3)
+        times = rows["time"].dropna()
+        index[key] = {
+            "row_start": committed,
+            "rows": len(rows),
+            "digest": digest,
+            "time_min": None if times.empty else str(times.min()),
+            "time_max": None if times.empty else str(times.max()),
+        }
+        group = self._group(mode="r+")
+        group.attrs["obscast_columns"] = list(rows.columns)
+        group.attrs[INDEX_KEY] = index
+        return WriteResult(key, "written", len(rows))
+
+    def _truncate(self, n_rows: int) -> None:
+        group = self._group(mode="r+")
+        for name in group.array_keys():
+            if group[name].shape[0] != n_rows:
+                group[name].resize((n_rows,))
+
+    def read(self, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Rows with ``start < time <= end`` (all rows when both are None), sorted by time.
+
+        Only the windows overlapping the interval are read, each as one contiguous row slice
+        with all its columns.
+        """
+        index = self.index()
+        if not index:
+            return pd.DataFrame()
+        lo = None if start is None else pd.Timestamp(start)
+        hi = None if end is None else pd.Timestamp(end)
+        slices = []
+        for w in index.values():
+            if w["rows"] == 0:
+                continue
+            if w["time_min"] is not None:
+                if hi is not None and pd.Timestamp(w["time_min"]) > hi:
+                    continue
+                if lo is not None and pd.Timestamp(w["time_max"]) <= lo:
+                    continue
+            elif lo is not None or hi is not None:
+                continue
+            slices.append((w["row_start"], w["row_start"] + w["rows"]))
+        if not slices:
+            return pd.DataFrame()
+        ds = self.store.open_dataset(self.path)
+        columns = ds.attrs.get("obscast_columns", list(ds.data_vars))
+        parts = [_from_dataset(ds.isel(row=slice(a, b)).load())[columns] for a, b in sorted(slices)]
+        table = pd.concat(parts, ignore_index=True)
+        keep = np.ones(len(table), bool)
+        if lo is not None:
+            keep &= (table["time"] > lo).to_numpy()
+        if hi is not None:
+            keep &= (table["time"] <= hi).to_numpy()
+        return table[keep].sort_values("time", kind="stable").reset_index(drop=True)
+
+
+def _to_dataset(rows: pd.DataFrame) -> xr.Dataset:
+    data = {}
+    for name in rows.columns:
+        col = rows[name]
+        if col.dtype == object or str(col.dtype).startswith(("string", "str")):
+            values = np.array(["" if pd.isna(v) else str(v) for v in col], dtype=object)
+        else:
+            values = col.to_numpy()
+        data[name] = ("row", values)
+    return xr.Dataset(data)
+
+
+def _from_dataset(ds: xr.Dataset) -> pd.DataFrame:
+    out = {}
+    for name in ds.data_vars:
+        values = ds[name].values
+        if values.dtype.kind in ("T", "U", "O"):
+            values = values.astype(object)
+        out[name] = values
+    return pd.DataFrame(out)

@@ -1,0 +1,257 @@
+"""GRIB reader: gridded analyses/forecasts to a CF-named :class:`xarray.Dataset`.
+
+The file is checked message by message with eccodes (so a truncated file is
+reported as such instead of surfacing an internal error), then listed and
+decoded with earthkit-data (``from_source("file", path).to_fieldlist()``).
+This module only validates the parameters, places every field into a
+``(member, time, level, latitude, longitude)`` cube and names it by CF
+standard name.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import earthkit.data as ekd
+import eccodes
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from components.errors import InputError
+from components.readers.bufr import Window, normalise_window
+from components.variables import VARIABLES
+
+__all__ = ["GRIB_PARAMETERS", "read_grib"]
+
+#: Supported GRIB parameters: shortName -> (CF standard name, ECMWF paramId).
+#: paramIds from the ECMWF parameter database (https://codes.ecmwf.int/grib/param-db/).
+GRIB_PARAMETERS: dict[str, tuple[str, int]] = {
+    "z": ("geopotential", 129),
+    "t": ("air_temperature", 130),
+    "u": ("eastward_wind", 131),
+    "v": ("northward_wind", 132),
+    "q": ("specific_humidity", 133),
+    "msl": ("air_pressure_at_mean_sea_level", 151),
+    "sp": ("surface_air_pressure", 134),
+}
+
+# typeOfLevel -> factor from the GRIB ``level`` value to Pa; None = single level.
+_LEVEL_TYPES: dict[str, float | None] = {
+    "isobaricInhPa": 100.0,
+    "isobaricInPa": 1.0,
+    "surface": None,
+    "meanSea": None,
+}
+
+_KEYS = (
+    "shortName",
+    "paramId",
+    "typeOfLevel",
+    "level",
+    "number",
+    "validityDate",
+    "validityTime",
+    "gridType",
+    "md5GridSection",
+)
+
+
+def _fail(path: Any, field: str, expected: str, found: Any = None) -> InputError:
+    return InputError(path, field, expected, found=found)
+
+
+def _count_messages(path: str | os.PathLike[str]) -> int:
+    """Walk every message with eccodes; a truncated/corrupt one raises InputError."""
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            while True:
+                handle = eccodes.codes_grib_new_from_file(f, headers_only=True)
+                if handle is None:
+                    return n
+                n += 1
+                eccodes.codes_release(handle)
+    except eccodes.CodesInternalError as exc:
+        what = (
+            f"end of file inside message {n + 1} (truncated)"
+            if isinstance(exc, eccodes.PrematureEndOfFileError)
+            else f"eccodes error in message {n + 1}: {exc}"
+        )
+        raise _fail(path, "GRIB message", "a complete GRIB message", what) from exc
+    except OSError as exc:
+        raise _fail(path, "file", "a readable GRIB file", f"{type(exc).__name__}: {exc}") from exc
+
+
+def _valid_time(date: Any, hhmm: Any) -> np.datetime64:
+    d, t = int(date), int(hhmm)
+    return np.datetime64(
+        pd.Timestamp(year=d // 10000, month=d // 100 % 100, day=d % 100, hour=t // 100, minute=t % 100),
+        "ns",
+    )
+
+
+def read_grib(path: str | os.PathLike[str], window: Window = None) -> xr.Dataset:
+    """Read a GRIB (edition 1 or 2) file into a CF-named dataset.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        GRIB file on a regular latitude/longitude grid, all fields on the
+        same grid, holding only the parameters of :data:`GRIB_PARAMETERS`
+        on pressure levels (``isobaricInhPa``/``isobaricInPa``) or single
+        levels (``surface``/``meanSea``).
+    window : None or (start, end), optional
+        Keep only fields whose valid time ``t`` satisfies
+        ``start < t <= end`` (UTC); see
+        :func:`components.readers.bufr.normalise_window`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimensions and coordinates:
+
+        * ``member`` (int64): ensemble ``number``; size 1 with value 0 when
+          the file has no ensemble number;
+        * ``time`` (datetime64[ns]): valid time (``validityDate``/``Time``),
+          ascending;
+        * ``level`` (float64, Pa, ``standard_name=air_pressure``,
+          ``positive=down``), ascending (top of atmosphere first); present
+          when any field is on pressure levels;
+        * ``latitude`` (float64, degrees_north) ascending -90..90;
+        * ``longitude`` (float64, degrees_east) as in the file, e.g. [0, 360).
+
+        Data variables are float32, named by CF standard name, with attrs
+        ``standard_name``, ``units`` (the unit of
+        :data:`components.variables.VARIABLES`), ``long_name``,
+        ``grib_short_name`` and ``grib_param_id``. Pressure-level variables
+        have dims ``(member, time, level, latitude, longitude)``;
+        single-level variables (msl, sp) ``(member, time, latitude,
+        longitude)``. Combinations absent from the file are NaN, as are
+        GRIB missing values (bitmap).
+
+    Raises
+    ------
+    InputError
+        File missing (field ``'file'``); truncated or corrupt
+        (``'GRIB message'``, expected ``'a complete GRIB message'``); no
+        GRIB message; a parameter not in :data:`GRIB_PARAMETERS` (field
+        ``'shortName'``, found ``"<shortName> (paramId <id>)"``); an
+        unsupported ``typeOfLevel`` or ``gridType``; fields on different
+        grids; the same (parameter, member, time, level) twice.
+    ValueError
+        Invalid ``window``.
+    """
+    bounds = normalise_window(window)
+    if not os.path.exists(path):
+        raise _fail(path, "file", "an existing GRIB file", "no such file")
+    if not os.path.isfile(path):
+        raise _fail(path, "file", "an existing GRIB file", "not a regular file")
+    if _count_messages(path) == 0:
+        raise _fail(path, "GRIB message", "at least one GRIB message", "none")
+
+    try:
+        fields = ekd.from_source("file", os.fspath(path)).to_fieldlist()
+        meta = fields.get([f"metadata.{k}" for k in _KEYS], default=None)
+    except Exception as exc:  # earthkit/eccodes decoding failure
+        raise _fail(path, "GRIB message", "a decodable GRIB message", f"{type(exc).__name__}: {exc}") from exc
+    records = [dict(zip(_KEYS, m)) for m in meta]
+
+    allowed = f"one of {list(GRIB_PARAMETERS)} (paramIds {[pid for _, pid in GRIB_PARAMETERS.values()]})"
+    for i, r in enumerate(records):
+        if r["shortName"] not in GRIB_PARAMETERS:
+            raise _fail(
+                path, "shortName", allowed,
+                f"{r['shortName']} (paramId {r['paramId']}) in message {i + 1}",
+            )
+        if r["typeOfLevel"] not in _LEVEL_TYPES:
+            raise _fail(path, "typeOfLevel", f"one of {list(_LEVEL_TYPES)}", f"{r['typeOfLevel']} in message {i + 1}")
+        if r["gridType"] != "regular_ll":
+            raise _fail(path, "gridType", "regular_ll", f"{r['gridType']} in message {i + 1}")
+        if r["md5GridSection"] != records[0]["md5GridSection"]:
+            raise _fail(path, "grid", "the same grid in every message", f"a different grid in message {i + 1}")
+        scale = _LEVEL_TYPES[r["typeOfLevel"]]
+        r["pressure"] = None if scale is None else float(r["level"]) * scale
+        r["member"] = 0 if r["number"] is None else int(r["number"])
+        r["time"] = _valid_time(r["validityDate"], r["validityTime"])
+
+    members = np.array(sorted({r["member"] for r in records}), dtype=np.int64)
+    levels = np.array(sorted({r["pressure"] for r in records if r["pressure"] is not None}), dtype=np.float64)
+    selected = [
+        i for i, r in enumerate(records)
+        if bounds is None or bounds[0] < r["time"] <= bounds[1]
+    ]
+    times = np.array(sorted({records[i]["time"] for i in selected}), dtype="datetime64[ns]")
+
+    first = fields[0]
+    grid_shape = tuple(first.shape)  # (Nj, Ni) for regular_ll
+    lat = np.asarray(first.geography.latitudes(), dtype=np.float64).reshape(grid_shape)[:, 0]
+    lon = np.asarray(first.geography.longitudes(), dtype=np.float64).reshape(grid_shape)[0, :]
+    lat_order = np.argsort(lat, kind="stable")
+    ny, nx = lat.size, lon.size
+
+    m_index = {m: k for k, m in enumerate(members.tolist())}
+    t_index = {t: k for k, t in enumerate(times)}
+    l_index = {p: k for k, p in enumerate(levels.tolist())}
+    cubes: dict[str, np.ndarray] = {}
+    filled: dict[str, np.ndarray] = {}
+    for i in selected:
+        r = records[i]
+        name = r["shortName"]
+        on_levels = r["pressure"] is not None
+        if name not in cubes:
+            shape = (members.size, times.size) + ((levels.size,) if on_levels else ()) + (ny, nx)
+            cubes[name] = np.full(shape, np.nan, dtype=np.float32)
+            filled[name] = np.zeros(shape[:-2], dtype=bool)
+        elif (cubes[name].ndim == 5) != on_levels:
+            raise _fail(path, "typeOfLevel", f"one level type for {name}", f"mixed in message {i + 1}")
+        key = (m_index[r["member"]], t_index[r["time"]]) + ((l_index[r["pressure"]],) if on_levels else ())
+        if filled[name][key]:
+            raise _fail(
+                path, "GRIB message", "one field per (shortName, number, valid time, level)",
+                f"a duplicate {name} field in message {i + 1}",
+            )
+        values = np.asarray(fields[i].to_numpy(dtype=np.float32)).reshape(ny, nx)
+        cubes[name][key] = values[lat_order]
+        filled[name][key] = True
+
+    # Variables that the window removed entirely still get an (empty) entry.
+    for r in records:
+        name = r["shortName"]
+        if name not in cubes:
+            on_levels = r["pressure"] is not None
+            shape = (members.size, times.size) + ((levels.size,) if on_levels else ()) + (ny, nx)
+            cubes[name] = np.full(shape, np.nan, dtype=np.float32)
+
+    data_vars = {}
+    for short, cube in cubes.items():
+        standard_name, param_id = GRIB_PARAMETERS[short]
+        var = VARIABLES[standard_name]
+        dims = ("member", "time") + (("level",) if cube.ndim == 5 else ()) + ("latitude", "longitude")
+        data_vars[standard_name] = (
+            dims,
+            cube,
+            {
+                "standard_name": standard_name,
+                "units": var.units,
+                "long_name": var.long_name,
+                "grib_short_name": short,
+                "grib_param_id": param_id,
+            },
+        )
+    coords: dict[str, Any] = {
+        "member": ("member", members, {"long_name": "ensemble member number"}),
+        "time": ("time", times, {"standard_name": "time", "long_name": "valid time"}),
+        "latitude": ("latitude", lat[lat_order], {"standard_name": "latitude", "units": "degrees_north"}),
+        "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+    }
+    if levels.size:
+        coords["level"] = (
+            "level",
+            levels,
+            {"standard_name": "air_pressure", "units": "Pa", "positive": "down", "long_name": "pressure level"},
+        )
+    ds = xr.Dataset(data_vars, coords=coords, attrs={"source": os.fspath(path)})
+    order = [d for d in ("member", "time", "level", "latitude", "longitude") if d in ds.dims]
+    return ds.transpose(*order)

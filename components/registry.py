@@ -1,0 +1,66 @@
+"""Model registry in the store: ``models/<name>/<version>/`` with ``checkpoint.pt`` and ``metadata.json``.
+
+A version is complete once its ``metadata.json`` exists: the checkpoint is written first and the
+metadata last, so an interrupted save never shows up as a version.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.errors import ObscastError
+from components.storage import Store
+
+
+def code_version() -> str:
+    """The git commit of the running code (``"<sha>"``, ``"<sha>-dirty"``), or ``"unknown"``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def list_versions(store: Store, name: str) -> list[str]:
+    """Complete versions of a model, oldest first (``v0001``, ``v0002``, ...)."""
+    return [v for v in store.listdir("models", name) if v.startswith("v") and store.exists("models", name, v, "metadata.json")]
+
+
+def save_model(store: Store, name: str, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> str:
+    """Save a new version; returns its version string.
+
+    The checkpoint goes first, ``metadata.json`` (which marks the version complete) last.
+    """
+    existing = [int(v[1:]) for v in store.listdir("models", name) if v.startswith("v") and v[1:].isdigit()]
+    version = f"v{max(existing, default=0) + 1:04d}"
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    store.write_bytes(buffer.getvalue(), "models", name, version, "checkpoint.pt")
+    store.write_json({**metadata, "name": name, "version": version}, "models", name, version, "metadata.json")
+    return version
+
+
+def load_model_files(store: Store, name: str, version: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load ``(state_dict, metadata)`` of a version (the newest when None), on the CPU.
+
+    Raises
+    ------
+    ObscastError
+        If the model or version does not exist in the store.
+    """
+    versions = list_versions(store, name)
+    if not versions:
+        raise ObscastError(f"{store.url('models', name)}: no trained model (run `obscast train` first)")
+    version = version or versions[-1]
+    if version not in versions:
+        raise ObscastError(f"{store.url('models', name)}: version {version!r} not found (have {versions})")
+    metadata = store.read_json("models", name, version, "metadata.json")
+    state = torch.load(io.BytesIO(store.read_bytes("models", name, version, "checkpoint.pt")), map_location="cpu", weights_only=True)
+    return state, metadata

@@ -1,0 +1,141 @@
+"""The ``obscast`` command line: ``run``, ``ingest``, ``train``, ``forecast``, ``verify``.
+
+Every sub-command runs the Prefect flow of the same name (ephemeral Prefect by default; with
+``PREFECT_API_URL`` set the runs appear on that server). Errors in the input or the
+configuration end with one line naming the file or key and what was expected, and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Callable
+
+from components.errors import ObscastError
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=None, help="YAML configuration (default: the embedded configs/default.yaml)")
+    p.add_argument("--store", default=None, help="store URL, a local directory or s3://bucket/prefix (overrides the configuration)")
+    p.add_argument("--json", action="store_true", help="print the flow's result as JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per flow."""
+    parser = argparse.ArgumentParser(
+        prog="obscast",
+        description="obscast: observations to forecasts. ingest -> encode -> forecast -> decode -> verify, as Prefect flows.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="the whole pipeline: ingest, train, forecast, verify", description="Run ingest -> train -> forecast -> verify as one Prefect flow.")
+    _common(p)
+    p = sub.add_parser("ingest", help="read raw BUFR/GRIB into the store, with QC", description="Ingest every configured observation source and gridded dataset into zarr, with QC and quarantine.")
+    _common(p)
+    p = sub.add_parser("train", help="train encoders, processor and decoders", description="Train a new model version on the gridded dataset's transitions and save it to the model registry.")
+    _common(p)
+    p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
+    p = sub.add_parser("forecast", help="roll the model out from an init time", description="Write a gridded forecast and station forecasts from an init time.")
+    _common(p)
+    p.add_argument("--init-time", default=None, help="init time, ISO 8601 (default: from the configuration)")
+    p.add_argument("--steps", type=int, default=None, help="number of processor steps (lead times)")
+    p.add_argument("--version", default=None, help="model version (default: the newest)")
+    p = sub.add_parser("verify", help="score the model against persistence and climatology", description="Latitude-weighted RMSE and bias per variable and lead time on held-out members; writes a table, a plot and a Prefect artifact.")
+    _common(p)
+    p.add_argument("--version", default=None, help="model version (default: the newest)")
+    return parser
+
+
+def _quiet_tracebacks() -> None:
+    """Keep Prefect's failure logs to their message: our own errors are explained in one line."""
+
+    class _NoObscastTraceback(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.exc_info and isinstance(record.exc_info[1], ObscastError):
+                record.msg = f"{record.getMessage().splitlines()[0]} {record.exc_info[1]}"
+                record.args = ()
+                record.exc_info = None
+                record.exc_text = None
+            return True
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NoObscastTraceback())
+    for handler in logging.getLogger("prefect").handlers:
+        handler.addFilter(_NoObscastTraceback())
+
+
+def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
+    from components.config import load_config
+
+    # Validate the configuration before any flow starts.
+    load_config(args.config, {"store": args.store} if args.store else None)
+    kw = {"config_path": args.config, "store": args.store}
+    if args.command == "ingest":
+        from flows.ingest import ingest_flow
+
+        return ingest_flow(**kw), _describe_ingest
+    if args.command == "train":
+        from flows.train import train_flow
+
+        return train_flow(**kw, epochs=args.epochs), lambda r: f"model {r['name']} {r['version']} written to {r['url']} (final loss {r['loss_curve'][-1]:.4f})"
+    if args.command == "forecast":
+        from flows.forecast import forecast_flow
+
+        return forecast_flow(**kw, init_time=args.init_time, n_steps=args.steps, version=args.version), _describe_outputs
+    if args.command == "verify":
+        from flows.verify import verify_flow
+
+        return verify_flow(**kw, version=args.version), _describe_outputs
+    from flows.pipeline import pipeline_flow
+
+    return pipeline_flow(**kw), _describe_outputs
+
+
+def _describe_ingest(result: dict[str, Any]) -> str:
+    lines = []
+    for name, s in result["sources"].items():
+        rejected = {k: v for k, v in s["qc"].items() if k not in ("total", "accepted")}
+        lines.append(f"{name}: {s['qc']['total']} rows, {s['qc']['accepted']} accepted, quarantined {rejected} -> {s['obs']}")
+    for name, g in result["gridded"].items():
+        lines.append(f"{name}: {g['status']} -> {g['url']}")
+    return "\n".join(lines)
+
+
+def _describe_outputs(result: dict[str, Any]) -> str:
+    labels = {
+        "forecast": "gridded forecast",
+        "stations": "station forecasts",
+        "scores": "scores",
+        "plot": "RMSE plot",
+        "table": "score table",
+        "model": "model",
+    }
+    out = []
+    if "ingest" in result:
+        out.append(_describe_ingest(result["ingest"]))
+    for key, label in labels.items():
+        if key in result:
+            out.append(f"{label}: {result[key]}")
+    if "markdown" in result:
+        out.append(result["markdown"])
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``obscast`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _quiet_tracebacks()
+    try:
+        result, describe = _dispatch(args)
+    except ObscastError as exc:
+        print(f"obscast: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, default=str) if args.json else describe(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

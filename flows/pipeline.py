@@ -1,0 +1,22 @@
+"""The end-to-end flow: ingest -> train -> forecast -> verify (``obscast run``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.forecast import forecast_flow
+from flows.ingest import ingest_flow
+from flows.train import train_flow
+from flows.verify import verify_flow
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline_flow(config_path: str | None = None, store: str | None = None, epochs: int | None = None) -> dict[str, Any]:
+    """Run the four stages as subflows; returns every product's location and the score table."""
+    ingest = ingest_flow(config_path, store)
+    trained = train_flow(config_path, store, epochs=epochs)
+    forecast = forecast_flow(config_path, store, version=trained["version"])
+    scores = verify_flow(config_path, store, version=trained["version"])
+    return {"ingest": ingest, "model": trained["url"], **forecast, **scores}

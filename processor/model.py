@@ -1,0 +1,229 @@
+"""ObsCastModel: per-source encoders, fusion, conv processor, gridded and station decoders."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from decoders.gridded import GriddedDecoder
+from decoders.station import StationDecoder
+from encoders import build_encoder
+from processor.convnet import ConvProcessor
+from processor.grid import LatLonGrid
+from processor.interp import BilinearRegridder
+
+
+def _plain(obj: Any) -> Any:
+    """Deep copy with numpy arrays and scalars turned into lists and Python numbers (JSON-ready)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in obj]
+    return obj.item() if isinstance(obj, np.generic) else copy.deepcopy(obj)
+
+
+def _gridded_values(x: torch.Tensor | dict) -> torch.Tensor:
+    return x["values"] if isinstance(x, dict) else x
+
+
+class ObsCastModel(nn.Module):
+    """Observation-to-forecast model on a shared latent lat-lon grid.
+
+    Every source has an encoder giving a latent contribution and a density. The contributions
+    and ``log1p(density)`` of all sources (zeros for sources absent from the input) are
+    concatenated and fused by a 1x1 convolution into the initial latent state; the processor
+    rolls it forward by ``n_steps`` steps of Δt and the decoders map each state to gridded
+    fields and, optionally, to station points.
+
+    Parameters
+    ----------
+    sources : dict
+        ``{name: {"type": "gridded" | "setconv", **encoder_kwargs}}``; ``grid`` and
+        ``out_channels`` are supplied by the model. Gridded kwargs: ``variables``, ``in_lat``,
+        ``in_lon`` (counts or coordinate lists), optional ``hidden``, ``n_layers``. SetConv kwargs:
+        ``variables``, optional ``lengthscale_km``, ``pressure_levels``, ``hidden``, ``n_layers``.
+    output_variables : list of str
+        Variables of the gridded output, in channel order.
+    out_lat, out_lon : int or sequence of float
+        Output grid (see :func:`processor.grid.grid_coordinates`; 61, 120 is 3 degrees with poles).
+    n_lat, n_lon : int
+        Latent grid size (``n_lon`` even).
+    latent_channels : int
+        Channels of the latent state.
+    source_channels : int, optional
+        Channels of each encoder's output (default ``latent_channels``).
+    processor_hidden, n_blocks : int
+        Width and depth of :class:`processor.convnet.ConvProcessor`.
+    decoder_hidden : int
+        Hidden width of both decoders.
+    station_variables : list of str, optional
+        Variables of the station decoder (default ``output_variables``).
+    station_lengthscale_km : float, optional
+        Initial station decoder lengthscale (default half the latent grid spacing).
+    residual_source : str, optional
+        Name of a gridded source whose (regridded) input is added to the gridded output at every
+        step, so the decoder learns the increment over persistence. Its variables must include
+        every output variable. Default None (no residual). When that source is absent from the
+        inputs the residual is zero and the decoder output stands alone.
+
+    Attributes
+    ----------
+    config : dict
+        The constructor arguments as JSON-ready values; ``ObsCastModel.from_config(config)`` rebuilds
+        the architecture (e.g. from metadata.json).
+
+    Raises
+    ------
+    ValueError
+        On an empty ``sources``, an unknown encoder type, or an invalid ``residual_source``.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, dict[str, Any]],
+        output_variables: Sequence[str],
+        out_lat: int | Sequence[float],
+        out_lon: int | Sequence[float],
+        n_lat: int = 32,
+        n_lon: int = 64,
+        latent_channels: int = 32,
+        source_channels: int | None = None,
+        processor_hidden: int = 64,
+        n_blocks: int = 4,
+        decoder_hidden: int = 64,
+        station_variables: Sequence[str] | None = None,
+        station_lengthscale_km: float | None = None,
+        residual_source: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not sources:
+            raise ValueError("ObsCastModel needs at least one source")
+        self.config = _plain(
+            {
+                "sources": sources, "output_variables": list(output_variables), "out_lat": out_lat, "out_lon": out_lon,
+                "n_lat": n_lat, "n_lon": n_lon, "latent_channels": latent_channels, "source_channels": source_channels,
+                "processor_hidden": processor_hidden, "n_blocks": n_blocks, "decoder_hidden": decoder_hidden,
+                "station_variables": None if station_variables is None else list(station_variables),
+                "station_lengthscale_km": station_lengthscale_km, "residual_source": residual_source,
+            }
+        )  # fmt: skip
+        self.grid = LatLonGrid(n_lat, n_lon)
+        self.source_channels = source_channels or latent_channels
+        self.encoders = nn.ModuleDict()
+        for name, spec in sources.items():
+            kwargs = {k: v for k, v in spec.items() if k != "type"}
+            self.encoders[name] = build_encoder(spec.get("type", ""), grid=self.grid, out_channels=self.source_channels, **kwargs)
+        self.fusion = nn.Conv2d(len(sources) * (self.source_channels + 1), latent_channels, 1)
+        self.processor = ConvProcessor(latent_channels, processor_hidden, n_blocks)
+        self.output_variables = list(output_variables)
+        self.grid_decoder = GriddedDecoder(latent_channels, self.output_variables, self.grid, out_lat, out_lon, decoder_hidden)
+        self.station_variables = list(station_variables) if station_variables is not None else self.output_variables
+        self.station_decoder = StationDecoder(latent_channels, self.station_variables, self.grid, station_lengthscale_km, decoder_hidden)
+        self.residual_source = residual_source
+        if residual_source is not None:
+            self._init_residual(sources, residual_source)
+
+    def _init_residual(self, sources: dict[str, dict[str, Any]], name: str) -> None:
+        spec = sources.get(name)
+        if spec is None or spec.get("type") != "gridded":
+            raise ValueError(f"residual_source {name!r} must name a gridded source")
+        enc = self.encoders[name]
+        missing = [v for v in self.output_variables if v not in enc.variables]
+        if missing:
+            raise ValueError(f"residual_source {name!r} lacks output variables {missing}")
+        self.register_buffer("residual_index", torch.tensor([enc.variables.index(v) for v in self.output_variables]), persistent=False)
+        dec = self.grid_decoder
+        self.residual_regrid = BilinearRegridder(enc.in_lat, enc.in_lon, dec.out_lat, dec.out_lon)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ObsCastModel:
+        """Build a model from :attr:`config` (weights are loaded separately with ``load_state_dict``)."""
+        return cls(**copy.deepcopy(config))
+
+    def _keep_mask(self, present: torch.Tensor, batch: int, p: float) -> torch.Tensor:
+        """(batch, sources) float mask dropping each present source with probability ``p``,
+        keeping at least one present source per sample."""
+        keep = (torch.rand(batch, present.numel(), device=present.device) >= p) & present
+        none = ~keep.any(dim=1)
+        if none.any():
+            pick = torch.multinomial(present.float().expand(batch, -1), 1).squeeze(1)
+            keep = keep | (none[:, None] & nn.functional.one_hot(pick, present.numel()).bool())
+        return keep.float()
+
+    def encode(self, inputs: dict[str, dict | torch.Tensor], source_dropout: float = 0.0) -> torch.Tensor:
+        """Fuse all sources into the initial latent state (batch, latent_channels, lat, lon).
+
+        Raises
+        ------
+        ValueError
+            If ``inputs`` names an unknown source or holds none of the model's sources.
+        """
+        unknown = sorted(set(inputs) - set(self.encoders))
+        if unknown:
+            raise ValueError(f"unknown sources {unknown}; the model has {list(self.encoders)}")
+        if not any(name in inputs for name in self.encoders):
+            raise ValueError(f"no source given; the model has {list(self.encoders)}")
+        encoded = {name: self.encoders[name](inputs[name]) for name in self.encoders if name in inputs}
+        ref_latent, _ = next(iter(encoded.values()))
+        batch, device = ref_latent.shape[0], ref_latent.device
+        zeros = (ref_latent.new_zeros(ref_latent.shape), ref_latent.new_zeros(batch, 1, *self.grid.shape))
+        parts = [encoded.get(name, zeros) for name in self.encoders]
+        if self.training and source_dropout > 0:
+            present = torch.tensor([name in encoded for name in self.encoders], device=device)
+            keep = self._keep_mask(present, batch, source_dropout)
+            parts = [(lat * keep[:, i, None, None, None], den * keep[:, i, None, None, None]) for i, (lat, den) in enumerate(parts)]
+        return self.fusion(torch.cat([t for lat, den in parts for t in (lat, torch.log1p(den))], dim=1))
+
+    def forward(
+        self,
+        inputs: dict[str, dict | torch.Tensor],
+        n_steps: int,
+        station_points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        source_dropout: float = 0.0,
+    ) -> dict[str, torch.Tensor]:
+        """Forecast ``n_steps`` steps of Δt from the sources in ``inputs``.
+
+        Parameters
+        ----------
+        inputs : dict
+            Source name to its input: a (batch, variables, in_lat, in_lon) tensor (or
+            ``{"values": tensor}``) for gridded sources, an obs dict (see
+            :meth:`encoders.setconv.SetConvEncoder.forward`) for SetConv sources. Any subset of
+            the model's sources, at least one; all normalised.
+        n_steps : int
+            Number of Δt steps, >= 1.
+        station_points : tuple of torch.Tensor, optional
+            ``(latitude, longitude)``, each (batch, points) degrees.
+        source_dropout : float
+            In training mode only, probability of dropping each given source per sample (never
+            all of them).
+
+        Returns
+        -------
+        dict
+            ``"grid"``: (batch, n_steps, output_variables, out_lat, out_lon), step ``k`` at lead
+            ``(k + 1) Δt``; ``"stations"`` when ``station_points`` is given:
+            (batch, n_steps, points, station_variables).
+
+        Raises
+        ------
+        ValueError
+            See :meth:`encode`; or ``n_steps`` < 1.
+        """
+        states = self.processor(self.encode(inputs, source_dropout), n_steps)
+        batch = states.shape[0]
+        flat = states.flatten(0, 1)
+        grid = self.grid_decoder(flat).unflatten(0, (batch, n_steps))
+        if self.residual_source is not None and self.residual_source in inputs:
+            x = _gridded_values(inputs[self.residual_source]).to(device=grid.device, dtype=grid.dtype)
+            grid = grid + self.residual_regrid(x[:, self.residual_index])[0][:, None]
+        out = {"grid": grid}
+        if station_points is not None:
+            lat, lon = (t.repeat_interleave(n_steps, dim=0) for t in station_points)
+            out["stations"] = self.station_decoder(flat, lat, lon).unflatten(0, (batch, n_steps))
+        return out

@@ -1,0 +1,314 @@
+"""Tests of the model components: grid, padding, encoders, processor, decoders, ObsCastModel."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from decoders import GriddedDecoder, StationDecoder
+from encoders import ENCODERS, GriddedEncoder, SetConvEncoder, build_encoder, pressure_from_height
+from processor.convnet import ConvProcessor
+from processor.grid import LatLonGrid, great_circle_distance_km, unit_vectors
+from processor.interp import BilinearRegridder, gaussian_gather, gaussian_scatter
+from processor.layers import SphericalPad2d
+from processor.model import ObsCastModel
+
+B, N = 2, 1000
+GRID = LatLonGrid(32, 64)
+OUT_LAT, OUT_LON = 61, 120  # 3 degrees, poles included
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_one_thread():
+    """Seeded, single-threaded: these small ops gain little from threads, and on a shared
+    2-core machine two OpenMP threads per process slowed the training test up to 20x."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def random_obs(b: int = B, n: int = N, v: int = 2) -> dict:
+    return {"latitude": torch.rand(b, n) * 180 - 90, "longitude": torch.rand(b, n) * 360, "values": torch.randn(b, n, v)}
+
+
+def smooth_fields(b: int, v: int, lat: np.ndarray, lon: np.ndarray) -> torch.Tensor:
+    """Random smooth fields (b, v, lat, lon) with unit standard deviation."""
+    phi = torch.deg2rad(torch.as_tensor(lat, dtype=torch.float32))[:, None]
+    lam = torch.deg2rad(torch.as_tensor(lon, dtype=torch.float32))[None]
+    out = torch.zeros(b, v, len(lat), len(lon))
+    for m in range(1, 4):
+        for n in range(3):
+            amp, phase = torch.randn(b, v, 1, 1) / (m + n), torch.rand(b, v, 1, 1) * 2 * math.pi
+            out += amp * torch.cos(m * lam + phase) * torch.cos(phi) ** m * torch.cos(n * phi)
+    return out / out.std()
+
+
+def small_model(**kwargs) -> ObsCastModel:
+    defaults = dict(n_lat=16, n_lon=32, latent_channels=16, processor_hidden=32, n_blocks=2, decoder_hidden=32)
+    return ObsCastModel(**(defaults | kwargs))
+
+
+# ---------------------------------------------------------------- grid, padding, ICAO
+
+
+def test_grid_coordinates():
+    assert GRID.latitude[0] == pytest.approx(-90 + 180 / 64) and GRID.latitude[-1] == pytest.approx(90 - 180 / 64)
+    assert np.all(np.diff(GRID.latitude) > 0)
+    assert GRID.longitude[0] == 0 and GRID.longitude[1] == pytest.approx(5.625)
+    coords = GRID.as_tensor()
+    assert coords.shape == (2, 32, 64)
+    assert great_circle_distance_km(torch.tensor(0.0), torch.tensor(0.0), torch.tensor(0.0), torch.tensor(180.0)) == pytest.approx(
+        math.pi * 6371, rel=1e-5
+    )
+
+
+def test_spherical_pad_matches_the_sphere():
+    """Ghost cells beyond the poles and the date line hold the field at the same physical point."""
+    grid, p = LatLonGrid(8, 16), 2
+    d = 180 / grid.n_lat
+    lat = torch.as_tensor(np.concatenate([grid.latitude[0] - d * np.arange(p, 0, -1), grid.latitude, grid.latitude[-1] + d * np.arange(1, p + 1)]))
+    lon = torch.as_tensor(np.concatenate([grid.longitude[-p:] - 360, grid.longitude, grid.longitude[:p] + 360]))
+    # Cartesian coordinates extended beyond |lat| = 90 by the same formula are the reflected points.
+    expected = unit_vectors(*torch.meshgrid(lat, lon, indexing="ij")).permute(2, 0, 1)[None]
+    field = unit_vectors(*torch.meshgrid(torch.as_tensor(grid.latitude), torch.as_tensor(grid.longitude), indexing="ij"))
+    padded = SphericalPad2d(p)(field.permute(2, 0, 1)[None])
+    assert padded.shape == (1, 3, 8 + 2 * p, 16 + 2 * p)
+    torch.testing.assert_close(padded, expected, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="even"):
+        SphericalPad2d(1)(torch.zeros(1, 1, 4, 7))
+
+
+def test_icao_standard_atmosphere():
+    p = pressure_from_height(torch.tensor([0.0, 11000.0, 20000.0, float("nan")]))
+    assert p[0].item() == pytest.approx(101325.0, rel=1e-6)
+    assert p[1].item() == pytest.approx(22632.0, rel=1e-4)
+    assert p[2].item() == pytest.approx(5474.9, rel=1e-4)  # ICAO Doc 7488 table value
+    assert torch.isnan(p[3])
+    assert pressure_from_height(np.array([5000.0])).item() == pytest.approx(54019.9, rel=1e-4)
+
+
+# ---------------------------------------------------------------- processor
+
+
+def test_processor_rollout_shape_and_identity_start():
+    proc = ConvProcessor(32, hidden=64, n_blocks=4)
+    z = torch.randn(B, 32, 32, 64)
+    out = proc(z, 3)
+    assert out.shape == (B, 3, 32, 32, 64)
+    torch.testing.assert_close(out[:, 0], z)  # zero-initialised output projection
+    with pytest.raises(ValueError):
+        proc(z, 0)
+
+
+def test_processor_longitude_rotation_equivariance():
+    proc = ConvProcessor(8, hidden=16, n_blocks=2)
+    for param in proc.parameters():  # make the step non-trivial
+        torch.nn.init.normal_(param, std=0.2)
+    z = torch.randn(2, 8, 16, 32)
+    for k in (1, 5, 16):
+        torch.testing.assert_close(proc(z.roll(k, dims=-1), 2), proc(z, 2).roll(k, dims=-1), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- encoders
+
+
+def test_build_encoder_registry():
+    assert set(ENCODERS) == {"setconv", "gridded"}
+    with pytest.raises(ValueError, match="'graph'.*gridded, setconv"):
+        build_encoder("graph", variables=["t"])
+
+
+def test_setconv_shapes_and_density():
+    enc = SetConvEncoder(["t", "u"], GRID, 32)
+    latent, density = enc(random_obs())
+    assert latent.shape == (B, 32, 32, 64) and density.shape == (B, 1, 32, 64)
+    assert torch.isfinite(latent).all()
+    # One observation at (45N, 90E): density high next to it, ~0 at the antipode.
+    one = {"latitude": torch.tensor([[45.0]]), "longitude": torch.tensor([[90.0]]), "values": torch.ones(1, 1, 2)}
+    _, dens = enc(one)
+    near = dens[0, 0, np.abs(GRID.latitude - 45).argmin(), np.abs(GRID.longitude - 90).argmin()]
+    far = dens[0, 0, np.abs(GRID.latitude + 45).argmin(), np.abs(GRID.longitude - 270).argmin()]
+    assert near > 0.5 and far < 1e-6
+
+
+def test_setconv_empty_and_padding_rows():
+    enc = SetConvEncoder(["t", "u"], GRID, 16)
+    latent, density = enc(random_obs(n=0))
+    assert latent.shape == (B, 16, 32, 64) and not latent.any() and not density.any()
+    obs = random_obs(n=50)
+    obs["mask"] = torch.ones(B, 50, dtype=torch.bool)
+    obs["mask"][1] = False
+    obs["latitude"][1] = float("nan")  # padding may hold anything
+    latent, density = enc(obs)
+    assert not latent[1].any() and not density[1].any() and density[0].sum() > 0
+
+
+def test_setconv_nan_contributes_nothing():
+    enc = SetConvEncoder(["t", "u"], GRID, 16)
+    obs = random_obs(n=100)
+    with_nan = {k: torch.cat([v, v[:, :1]], dim=1) for k, v in obs.items()}
+    with_nan["values"][:, -1] = float("nan")
+    for a, b in zip(enc(obs), enc(with_nan)):
+        torch.testing.assert_close(a, b)
+    # A point with only "u" missing adds density (it has a valid "t") but leaves "u" alone.
+    partial = {k: v.clone() for k, v in with_nan.items()}
+    partial["values"][:, -1, 0] = 1.0
+    assert (enc(partial)[1] >= enc(obs)[1]).all() and not torch.equal(enc(partial)[1], enc(obs)[1])
+
+
+def test_setconv_pressure_levels_and_height():
+    levels = [85000.0, 50000.0, 25000.0]
+    enc = SetConvEncoder(["t", "u"], GRID, 16, pressure_levels=levels)
+    obs = random_obs(n=200)
+    height = torch.rand(B, 200) * 10000
+    by_pressure = enc(dict(obs, pressure=pressure_from_height(height)))
+    by_height = enc(dict(obs, pressure=torch.full((B, 200), float("nan")), height=height))
+    for a, b in zip(by_pressure, by_height):
+        torch.testing.assert_close(a, b)
+    assert by_pressure[0].shape == (B, 16, 32, 64)
+    with pytest.raises(ValueError, match="pressure"):
+        enc(obs)
+
+
+def test_gridded_encoder_shapes_and_nan():
+    enc = GriddedEncoder(["t", "z"], OUT_LAT, OUT_LON, GRID, 32)
+    x = torch.randn(B, 2, OUT_LAT, OUT_LON)
+    latent, density = enc(x)
+    assert latent.shape == (B, 32, 32, 64) and density.shape == (B, 1, 32, 64)
+    torch.testing.assert_close(density, torch.ones_like(density))
+    x[1] = float("nan")
+    latent, density = enc({"values": x})
+    assert torch.isfinite(latent).all() and not latent[1].any() and not density[1].any()
+    with pytest.raises(ValueError):
+        enc(torch.randn(B, 3, OUT_LAT, OUT_LON))
+
+
+def test_bilinear_regridder_periodic_and_identity():
+    src_lat, src_lon = np.linspace(-90, 90, OUT_LAT), np.arange(OUT_LON) * 3.0
+    field = torch.cos(torch.deg2rad(torch.as_tensor(src_lon, dtype=torch.float32)))[None, None, None].expand(1, 1, OUT_LAT, -1)
+    dst_lon = np.array([358.5, 0.0, 1.5, -1.5])  # across the date line
+    out, valid = BilinearRegridder(src_lat, src_lon, [0.0], dst_lon)(field)
+    expected = torch.cos(torch.deg2rad(torch.as_tensor(dst_lon, dtype=torch.float32)))
+    torch.testing.assert_close(out[0, 0, 0], expected, atol=2e-3, rtol=0)
+    assert torch.all(valid == 1)
+    x = torch.randn(1, 2, OUT_LAT, OUT_LON)
+    torch.testing.assert_close(BilinearRegridder(src_lat, src_lon, src_lat, src_lon)(x)[0], x)
+    # Descending (ERA5-order) source latitudes give the same result as the flipped field.
+    dst_lat, dst_lon = GRID.latitude, GRID.longitude
+    torch.testing.assert_close(
+        BilinearRegridder(src_lat[::-1], src_lon, dst_lat, dst_lon)(x.flip(-2))[0], BilinearRegridder(src_lat, src_lon, dst_lat, dst_lon)(x)[0]
+    )
+
+
+def test_kernel_chunking_matches_single_chunk():
+    """Chunked (checkpointed) kernel sums equal the one-chunk result, values and gradients."""
+    xyz = GRID.cell_vectors()
+    obs = random_obs(n=100)
+    feats = torch.randn(B, 100, 3)
+    results = []
+    for max_elements in (1 << 30, B * 2048 * 32):  # one chunk, then four
+        ls = torch.tensor(700.0, requires_grad=True)
+        grid_values = torch.randn(B, 2048, 4, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        out = gaussian_scatter(obs["latitude"], obs["longitude"], feats, xyz, ls, max_elements)
+        back = gaussian_gather(obs["latitude"], obs["longitude"], grid_values, xyz, ls, max_elements)
+        (out.square().mean() + back.square().mean()).backward()
+        results.append((out, back, ls.grad, grid_values.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert results[0][2] != 0
+
+
+# ---------------------------------------------------------------- decoders
+
+
+def test_decoders_shapes():
+    z = torch.randn(B, 32, 32, 64)
+    dec = GriddedDecoder(32, ["t", "z"], GRID, OUT_LAT, OUT_LON)
+    assert dec(z).shape == (B, 2, OUT_LAT, OUT_LON)
+    st = StationDecoder(32, ["t2m", "ps", "u10"], GRID)
+    assert st(z, torch.rand(B, 300) * 180 - 90, torch.rand(B, 300) * 360).shape == (B, 300, 3)
+    assert st(z, torch.zeros(B, 0), torch.zeros(B, 0)).shape == (B, 0, 3)
+
+
+# ---------------------------------------------------------------- model
+
+SOURCES = {
+    "era5": {"type": "gridded", "variables": ["t850", "z500"], "in_lat": OUT_LAT, "in_lon": OUT_LON},
+    "synop": {"type": "setconv", "variables": ["t2m", "ps"]},
+    "sonde": {"type": "setconv", "variables": ["t", "u"], "pressure_levels": [85000.0, 50000.0, 25000.0]},
+}
+
+
+def test_model_full_size_shapes_absent_and_empty_sources():
+    model = ObsCastModel(SOURCES, ["t850", "z500"], OUT_LAT, OUT_LON, latent_channels=32)
+    sonde = dict(random_obs(), pressure=torch.rand(B, N) * 9e4 + 1e4)
+    inputs = {"era5": torch.randn(B, 2, OUT_LAT, OUT_LON), "synop": random_obs(), "sonde": sonde}
+    points = (torch.rand(B, 40) * 180 - 90, torch.rand(B, 40) * 360)
+    out = model(inputs, 2, station_points=points)
+    assert out["grid"].shape == (B, 2, 2, OUT_LAT, OUT_LON) and out["stations"].shape == (B, 2, 40, 2)
+    only_synop = model({"synop": random_obs()}, 1)  # other sources absent
+    assert only_synop["grid"].shape == (B, 1, 2, OUT_LAT, OUT_LON) and "stations" not in only_synop
+    empty = model({"synop": random_obs(n=0)}, 1)
+    assert torch.isfinite(empty["grid"]).all()
+    with pytest.raises(ValueError, match="unknown sources"):
+        model({"amsu": random_obs()}, 1)
+    with pytest.raises(ValueError, match="no source"):
+        model({}, 1)
+
+
+def test_model_config_roundtrip_and_residual_persistence():
+    g = LatLonGrid(16, 32)
+    sources = {"ana": {"type": "gridded", "variables": ["a", "b"], "in_lat": list(g.latitude), "in_lon": list(g.longitude)}}
+    model = small_model(sources=sources, output_variables=["b"], out_lat=list(g.latitude), out_lon=list(g.longitude), residual_source="ana")
+    x = torch.randn(3, 2, 16, 32)
+    out = model({"ana": x}, 2)["grid"]
+    torch.testing.assert_close(out, x[:, None, 1:].expand(-1, 2, -1, -1, -1))  # untrained = persistence
+    clone = ObsCastModel.from_config(json.loads(json.dumps(model.config)))
+    clone.load_state_dict(model.state_dict())
+    torch.testing.assert_close(clone({"ana": x}, 2)["grid"], out)
+    with pytest.raises(ValueError, match="residual_source"):
+        small_model(sources=sources, output_variables=["c"], out_lat=16, out_lon=32, residual_source="ana")
+
+
+def test_source_dropout_never_drops_all():
+    model = small_model(sources={"a": SOURCES["synop"], "b": SOURCES["synop"], "c": SOURCES["synop"]}, output_variables=["t2m"], out_lat=16, out_lon=32)
+    present = torch.tensor([True, False, True])
+    keep = model._keep_mask(present, 64, 1.0)
+    assert torch.all(keep.sum(1) == 1) and not keep[:, 1].any()
+    keep = model._keep_mask(present, 256, 0.5)
+    assert torch.all(keep.sum(1) >= 1) and 0 < keep[:, 0].mean() < 1
+    model.train()
+    out = model({"a": random_obs(n=20), "c": random_obs(n=20)}, 1, source_dropout=0.5)
+    assert out["grid"].shape == (B, 1, 1, 16, 32)
+
+
+def test_training_reduces_loss():
+    """A few Adam steps learn "shift east by one cell" on a fixed batch of smooth fields."""
+    g = LatLonGrid(16, 32)
+    lat, lon = list(g.latitude), list(g.longitude)
+    sources = {"ana": {"type": "gridded", "variables": ["a", "b"], "in_lat": lat, "in_lon": lon}}
+    model = small_model(sources=sources, output_variables=["a", "b"], out_lat=lat, out_lon=lon, residual_source="ana")
+    x = smooth_fields(4, 2, g.latitude, g.longitude)
+    y = x.roll(1, dims=-1)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def loss_fn() -> torch.Tensor:
+        return (model({"ana": x}, 1)["grid"][:, 0] - y).pow(2).mean()
+
+    with torch.no_grad():
+        before = loss_fn().item()
+    for _ in range(20):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = loss_fn().item()
+    print(f"training loss {before:.4f} -> {after:.4f}")
+    assert after < 0.5 * before, (before, after)
