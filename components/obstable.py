@@ -1,10 +1,12 @@
 """Observation tables in zarr, appended window by window (DESIGN.md §2).
 
 A table is a zarr group with one 1-D array per column along the dimension ``row`` (chunked by
-rows) and, in the group's attributes, a window index: for each ingested window ``(end - Δ, end]``
-its first row, its row count, its time range and a digest of its content. The index is the
-commit record: it is rewritten only after the window's rows are written, so rows beyond the
-indexed count are leftovers of an interrupted write and are cut off before the next append.
+rows) and, beside it, a window index ``<table>.index.json``: for each ingested window
+``(end - Δ, end]`` its first row, its row count, its time range and a digest of its content. The
+index is the commit record: it is replaced (one atomic object write) only after the window's rows
+are written, so rows beyond the indexed count are leftovers of an interrupted write and are cut
+off before the next append. It is a separate object, not the group's attributes, because an
+xarray append rewrites the group's attributes.
 
 Within a window rows are sorted by time; windows lie in the order they were ingested, and the
 index lets a reader fetch a time range as a few contiguous row slices, all columns of a row
@@ -24,7 +26,6 @@ import zarr
 from components.errors import ObscastError
 from components.storage import Store
 
-INDEX_KEY = "obscast_windows"
 
 
 class WindowConflictError(ObscastError):
@@ -98,6 +99,11 @@ class ObsTable:
         self.row_chunk = row_chunk
 
     @property
+    def index_path(self) -> str:
+        """The window index object, beside the zarr group (``obs/synop.zarr.index.json``)."""
+        return self.path + ".index.json"
+
+    @property
     def url(self) -> str:
         return self.store.url(self.path)
 
@@ -106,9 +112,13 @@ class ObsTable:
 
     def index(self) -> dict[str, dict]:
         """The window index: key -> ``{"row_start", "rows", "digest", "time_min", "time_max"}``."""
-        if not self.store.exists(self.path, "zarr.json"):
+        if not self.store.exists(self.index_path):
             return {}
-        return dict(self._group().attrs.get(INDEX_KEY, {}))
+        return dict(self.store.read_json(self.index_path)["windows"])
+
+    def columns(self) -> list[str]:
+        """Column names in their original order."""
+        return list(self.store.read_json(self.index_path)["columns"])
 
     def __len__(self) -> int:
         return sum(w["rows"] for w in self.index().values())
@@ -161,9 +171,7 @@ class ObsTable:
             "time_min": None if times.empty else str(times.min()),
             "time_max": None if times.empty else str(times.max()),
         }
-        group = self._group(mode="r+")
-        group.attrs["obscast_columns"] = list(rows.columns)
-        group.attrs[INDEX_KEY] = index
+        self.store.write_json({"columns": list(rows.columns), "windows": index}, self.index_path)
         return WriteResult(key, "written", len(rows))
 
     def _truncate(self, n_rows: int) -> None:
@@ -198,7 +206,7 @@ class ObsTable:
         if not slices:
             return pd.DataFrame()
         ds = self.store.open_dataset(self.path)
-        columns = ds.attrs.get("obscast_columns", list(ds.data_vars))
+        columns = self.columns()
         parts = [_from_dataset(ds.isel(row=slice(a, b)).load())[columns] for a, b in sorted(slices)]
         table = pd.concat(parts, ignore_index=True)
         keep = np.ones(len(table), bool)

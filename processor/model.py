@@ -115,7 +115,9 @@ class ObsCastModel(nn.Module):
         self.grid = LatLonGrid(n_lat, n_lon)
         self.source_channels = source_channels or latent_channels
         self.encoders = nn.ModuleDict()
-        for name, spec in sources.items():
+        # Sorted by name: the fusion's input channels must not depend on the order of a mapping
+        # (a JSON round trip of metadata may reorder it).
+        for name, spec in sorted(sources.items()):
             kwargs = {k: v for k, v in spec.items() if k != "type"}
             self.encoders[name] = build_encoder(spec.get("type", ""), grid=self.grid, out_channels=self.source_channels, **kwargs)
         self.fusion = nn.Conv2d(len(sources) * (self.source_channels + 1), latent_channels, 1)

@@ -42,3 +42,39 @@ def aircraft_table() -> pd.DataFrame:
     from components.readers.bufr import read_aircraft
 
     return read_aircraft(SAMPLES / "perf_aircraft.bufr")
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> str:
+    """A real Prefect server (SQLite, temporary PREFECT_HOME) for the session; flows and
+    ``obscast`` subprocesses report to it through PREFECT_API_URL."""
+    import os
+
+    from infra.prefect_server import prefect_server, server_env
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")}
+    with prefect_server(home) as url:
+        env = server_env(home)
+        os.environ.update(PREFECT_API_URL=url, PREFECT_HOME=env["PREFECT_HOME"], PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        try:
+            yield url
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(prefect_api, tmp_path_factory):
+    """One end-to-end ``pipeline`` flow on the real samples (few epochs), shared by the flow tests.
+
+    Returns ``(store_path, result)``.
+    """
+    from flows.pipeline import pipeline_flow
+
+    store = tmp_path_factory.mktemp("store") / "store"
+    result = pipeline_flow(store=str(store), epochs=8)
+    return store, result

@@ -312,3 +312,20 @@ def test_training_reduces_loss():
         after = loss_fn().item()
     print(f"training loss {before:.4f} -> {after:.4f}")
     assert after < 0.5 * before, (before, after)
+
+
+def test_model_rebuilt_from_reordered_config_gives_same_output():
+    """The fusion must not depend on the order of the sources mapping (metadata JSON may sort keys)."""
+    torch.manual_seed(0)
+    grid_src = {"type": "gridded", "variables": ["a", "b"], "in_lat": 9, "in_lon": 16}
+    obs_src = {"type": "setconv", "variables": ["a"]}
+    kw = dict(output_variables=["a", "b"], out_lat=9, out_lon=16, n_lat=8, n_lon=16, latent_channels=8, processor_hidden=8, n_blocks=1, decoder_hidden=8)
+    m1 = ObsCastModel(sources={"z_grid": grid_src, "a_obs": obs_src}, **kw).eval()
+    m2 = ObsCastModel(sources={"a_obs": obs_src, "z_grid": grid_src}, **kw).eval()
+    m2.load_state_dict(m1.state_dict())
+    inputs = {
+        "z_grid": torch.randn(1, 2, 9, 16),
+        "a_obs": {"latitude": torch.tensor([[10.0, -20.0]]), "longitude": torch.tensor([[5.0, 100.0]]), "values": torch.randn(1, 2, 1)},
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(m1(inputs, n_steps=1)["grid"], m2(inputs, n_steps=1)["grid"])

@@ -1,0 +1,95 @@
+"""Start and stop a local Prefect server (SQLite) for development and tests.
+
+``python -m infra.prefect_server --port 4200`` runs one in the foreground; tests use
+:func:`prefect_server` to get a real server on a free loopback port with its own PREFECT_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(home: Path) -> dict[str, str]:
+    """Environment for a server (and its clients) whose state lives under ``home``."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    )
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path, port: int | None = None, timeout: float = 90.0) -> Iterator[str]:
+    """Run ``prefect server start`` on 127.0.0.1 and yield its API URL (``http://127.0.0.1:PORT/api``).
+
+    Raises
+    ------
+    RuntimeError
+        If the server does not answer ``/api/health`` within ``timeout`` seconds (its log is quoted).
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = open(home / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run a local Prefect server (SQLite) until interrupted.")
+    parser.add_argument("--port", type=int, default=4200)
+    parser.add_argument("--home", default=str(Path.home() / ".obscast" / "prefect"))
+    args = parser.parse_args()
+    with prefect_server(Path(args.home), args.port) as url:
+        print(f"Prefect API at {url}; UI at {url.removesuffix('/api')}. Ctrl-C stops it.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

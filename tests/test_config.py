@@ -1,0 +1,92 @@
+"""Configuration: validation errors name the file and key; units are required; env overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.config import DEFAULT_CONFIG, load_config, parse_duration, parse_length_km
+from components.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_config_resolves_sample_paths():
+    config = load_config()
+    for src in config.sources.values():
+        for p in src.paths:
+            assert Path(p).is_file(), p
+    assert config.ingest.window == pd.Timedelta(hours=6)
+    assert config.model.step == pd.Timedelta(hours=12)
+    assert DEFAULT_CONFIG.is_file()
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("stor: x\n", "'stor'"),
+        ("train:\n  epoch: 3\n", "'train.epoch'"),
+        ("sources:\n  s:\n    kind: synop\n    paths: [a]\n    window: 6h\n", "'sources.s.window'"),
+    ],
+)
+def test_unknown_keys_are_errors(tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message and key in message and "unknown key" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("text, key", [("ingest:\n  window: 6\n", "ingest.window"), ("model:\n  encoder_lengthscale: 500\n", "model.encoder_lengthscale"),
+                                       ("sources:\n  s:\n    kind: metar\n    paths: [a]\n", "sources.s.kind")])
+def test_wrong_units_and_values_are_errors(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert key in str(err.value)
+
+
+def test_units_convert():
+    assert parse_duration("90min") == pd.Timedelta(minutes=90)
+    assert parse_duration("2d") == pd.Timedelta(days=2)
+    assert parse_length_km("5000 m") == 5.0
+    with pytest.raises(ValueError):
+        parse_duration("6 hours")
+
+
+def test_missing_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "a: [1,\n"))
+
+
+def test_environment_overrides_file(tmp_path, monkeypatch):
+    path = write(tmp_path, "train:\n  epochs: 3\n")
+    monkeypatch.setenv("OBSCAST_TRAIN__EPOCHS", "7")
+    monkeypatch.setenv("OBSCAST_STORE", "s3://bucket/prefix")
+    config = load_config(path)
+    assert config.train.epochs == 7 and config.store == "s3://bucket/prefix"
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "c.yaml"
+    path.write_text("sources:\n  s:\n    kind: temp\n    paths: [../x.bufr]\n")
+    assert load_config(path).sources["s"].paths == [str(tmp_path / "x.bufr")]
+
+
+def test_secrets_never_in_public_dict(tmp_path):
+    path = write(tmp_path, "storage_options:\n  key: AKIA123\n  secret: s3cr3t\n  endpoint_url: http://127.0.0.1:8333\n")
+    public = load_config(path).public_dict()
+    assert public["storage_options"] == {"key": "***", "secret": "***", "endpoint_url": "http://127.0.0.1:8333"}
+
+
+def test_overlapping_members_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="overlap"):
+        load_config(write(tmp_path, "train:\n  train_members: [0, 1]\n  test_members: [1]\n"))
