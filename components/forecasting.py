@@ -84,8 +84,8 @@ class Forecaster:
         if station_lat is not None:
             b = x.shape[0]
             points = (
-                torch.as_tensor(station_lat, dtype=torch.float32).expand(b, -1),
-                torch.as_tensor(station_lon, dtype=torch.float32).expand(b, -1),
+                torch.as_tensor(np.array(station_lat), dtype=torch.float32).expand(b, -1),
+                torch.as_tensor(np.array(station_lon), dtype=torch.float32).expand(b, -1),
             )
         out = self.model(inputs, n_steps=n_steps, station_points=points)
         grid = self.normaliser.denormalise(out["grid"]).numpy()
