@@ -17,7 +17,7 @@ Reason codes, tested in this order; the first failing check wins
     Every observed-variable column is NaN (e.g. SYNOP supplementary
     messages). Observed-variable columns are the float columns other than
     ``time, latitude, longitude, station_id, pressure, height,
-    surface_altitude, qc``.
+    surface_altitude, channel, qc``.
 ``out_of_range:<column>``
     A value outside ``VARIABLES[...].valid_min .. valid_max`` (inclusive;
     NaN passes). Tested first for the coordinates ``pressure`` (limits of
@@ -26,9 +26,10 @@ Reason codes, tested in this order; the first failing check wins
     observed-variable columns in table order. Columns not in
     ``VARIABLES`` are not range-checked.
 ``duplicate``
-    Same ``station_id``, ``time``, ``latitude``, ``longitude`` and vertical
-    coordinate(s) (``pressure``, ``height``, those present; NaN equals NaN)
-    as an earlier row that passed every other check; the first is kept.
+    Same ``station_id``, ``time``, ``latitude``, ``longitude``, vertical
+    coordinate(s) (``pressure``, ``height``) and satellite ``channel``, those
+    present (NaN equals NaN), as an earlier row that passed every other
+    check; the first is kept.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ REASONS: tuple[str, ...] = ("bad_coordinates", "all_missing", "duplicate")
 
 #: Columns that are never observed variables.
 NON_OBSERVED_COLUMNS: frozenset[str] = frozenset(
-    {"time", "latitude", "longitude", "station_id", "pressure", "height", "surface_altitude", "qc"}
+    {"time", "latitude", "longitude", "station_id", "pressure", "height", "surface_altitude", "channel", "qc"}
 )
 
 #: Range-checked non-observed columns -> the VARIABLES entry giving the limits.
@@ -193,7 +194,7 @@ def apply_qc(table: pd.DataFrame, kind: str, source: str | None = None) -> QCRes
             flag((v < limits.valid_min) | (v > limits.valid_max), f"out_of_range:{column}")
 
     # 4. duplicates among the rows still accepted
-    keys = list(_REQUIRED) + [c for c in ("pressure", "height") if c in table.columns]
+    keys = list(_REQUIRED) + [c for c in ("pressure", "height", "channel") if c in table.columns]
     dup = np.zeros(n, dtype=bool)
     if pending.any():
         dup[pending] = table.loc[pending, keys].duplicated(keep="first").to_numpy()

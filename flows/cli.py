@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_tracebacks() -> None:
     """Keep Prefect's failure logs to their message: our own errors are explained in one line."""
+    import prefect  # noqa: F401  (configures Prefect's logging first)
 
     class _NoObscastTraceback(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``obscast`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral server (no PREFECT_API_URL) can take over 20 s to start on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     _quiet_tracebacks()
     try:
         result, describe = _dispatch(args)

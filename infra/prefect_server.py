@@ -79,16 +79,40 @@ def prefect_server(home: Path, port: int | None = None, timeout: float = 90.0) -
         log.close()
 
 
+@contextlib.contextmanager
+def temporary_env(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, remove) environment variables, restoring the old values afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def serve(server: contextlib.AbstractContextManager[str], message: str) -> None:
+    """Run a server context until Ctrl-C, after printing ``message`` (``{url}`` is filled in)."""
+    with server as url:
+        print(message.format(url=url), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run a local Prefect server (SQLite) until interrupted.")
     parser.add_argument("--port", type=int, default=4200)
     parser.add_argument("--home", default=str(Path.home() / ".obscast" / "prefect"))
     args = parser.parse_args()
-    with prefect_server(Path(args.home), args.port) as url:
-        print(f"Prefect API at {url}; UI at {url.removesuffix('/api')}. Ctrl-C stops it.", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+    serve(prefect_server(Path(args.home), args.port), "Prefect API at {url}; the UI is at the same address without /api. Ctrl-C stops it.")
 
 
 if __name__ == "__main__":

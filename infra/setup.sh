@@ -12,6 +12,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   # torch is pinned exactly (torch==2.13.0); pip, not uv, so a local CPU wheel is found.
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  .venv/bin/python -m pip install --quiet -e ".[osse,test]"
   echo "$want" > "$stamp"
 fi

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+SAMPLES_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "samples.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -48,23 +49,12 @@ def aircraft_table() -> pd.DataFrame:
 def prefect_api(tmp_path_factory) -> str:
     """A real Prefect server (SQLite, temporary PREFECT_HOME) for the session; flows and
     ``obscast`` subprocesses report to it through PREFECT_API_URL."""
-    import os
-
-    from infra.prefect_server import prefect_server, server_env
+    from infra.prefect_server import prefect_server, server_env, temporary_env
 
     home = tmp_path_factory.mktemp("prefect-home")
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")}
     with prefect_server(home) as url:
-        env = server_env(home)
-        os.environ.update(PREFECT_API_URL=url, PREFECT_HOME=env["PREFECT_HOME"], PREFECT_SERVER_ANALYTICS_ENABLED="false")
-        try:
+        with temporary_env(PREFECT_API_URL=url, PREFECT_HOME=server_env(home)["PREFECT_HOME"], PREFECT_SERVER_ANALYTICS_ENABLED="false"):
             yield url
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 @pytest.fixture(scope="session")
@@ -76,5 +66,5 @@ def pipeline_run(prefect_api, tmp_path_factory):
     from flows.pipeline import pipeline_flow
 
     store = tmp_path_factory.mktemp("store") / "store"
-    result = pipeline_flow(store=str(store), epochs=8)
+    result = pipeline_flow(config_path=str(SAMPLES_CONFIG), store=str(store), epochs=8)
     return store, result

@@ -17,8 +17,8 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_default_config_resolves_sample_paths():
-    config = load_config()
+def test_samples_config_resolves_sample_paths():
+    config = load_config(DEFAULT_CONFIG.parent / "samples.yaml")
     for src in config.sources.values():
         for p in src.paths:
             assert Path(p).is_file(), p

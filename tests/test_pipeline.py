@@ -92,7 +92,7 @@ def test_verification_artifact_on_server(pipeline_run, prefect_api):
 def test_ingest_twice_leaves_identical_store(pipeline_run):
     store, _ = pipeline_run
     before = snapshot(store)
-    proc = obscast("ingest", "--store", str(store))
+    proc = obscast("ingest", "--config", str(REPO / "configs/samples.yaml"), "--store", str(store))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "unchanged" in proc.stdout
     assert snapshot(store) == before
