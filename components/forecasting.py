@@ -11,7 +11,7 @@ import torch
 import xarray as xr
 
 from components.datasets import Normaliser
-from components.registry import load_model_files
+from components.registry import load_model_files, resolve_version
 from components.storage import Store
 from components.training import GRIDDED_SOURCE, OBS_VARIABLES, build_model
 from components.variables import VARIABLES
@@ -35,8 +35,8 @@ class Forecaster:
 
     @classmethod
     def load(cls, store: Store, name: str, version: str | None = None) -> "Forecaster":
-        """Load a model version from the registry (the newest when ``version`` is None)."""
-        state, meta = load_model_files(store, name, version)
+        """Load a model version from the registry (the champion, else the newest, when ``version`` is None)."""
+        state, meta = load_model_files(store, name, resolve_version(store, name, version))
         model = build_model(meta["model_args"])
         model.load_state_dict(state)
         model.eval()

@@ -62,8 +62,8 @@ in log p, hypsometric equation) and reported as geopotential height
     rotation in ``k`` periods, ``k *`` :data:`ORBIT_SHIFT_DEG` with
     ORBIT_SHIFT_DEG = 360 deg * period / 1 day = 25.3 deg (so the ground
     track at a given UTC time of day is the same on every day, as for a
-    sun-synchronous orbit; times are rounded to whole seconds, the BUFR
-    precision, positions not: up to 0.002 deg). The real orbit dump
+    sun-synchronous orbit; report times are rounded to whole seconds, the
+    precision of BUFR element 0 04 006). The real orbit dump
     covers 98.9 min, so about 2 min per orbit have no data. Only every
     ``stride``-th field of view of the orbit is used, stride chosen so that at
     most ``satellite_rows_per_day`` rows are made per day. Each field of view

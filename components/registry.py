@@ -64,3 +64,60 @@ def load_model_files(store: Store, name: str, version: str | None = None) -> tup
     metadata = store.read_json("models", name, version, "metadata.json")
     state = torch.load(io.BytesIO(store.read_bytes("models", name, version, "checkpoint.pt")), map_location="cpu", weights_only=True)
     return state, metadata
+
+
+CHAMPION_FILE = "champion.json"
+
+
+def champion(store: Store, name: str) -> str | None:
+    """The champion version (the one forecasts use), or None when none was promoted."""
+    if not store.exists("models", name, CHAMPION_FILE):
+        return None
+    return store.read_json("models", name, CHAMPION_FILE)["version"]
+
+
+def promote(store: Store, name: str, version: str, reason: str = "") -> dict[str, Any]:
+    """Make ``version`` the champion; the previous champion is kept in the history for rollback.
+
+    The record is one object written atomically, so an interrupted promotion leaves the old
+    champion in place.
+
+    Raises
+    ------
+    ObscastError
+        If the version does not exist (complete) in the registry.
+    """
+    versions = list_versions(store, name)
+    if version not in versions:
+        raise ObscastError(f"{store.url('models', name)}: cannot promote {version!r}: not a complete version (have {versions})")
+    record = store.read_json("models", name, CHAMPION_FILE) if store.exists("models", name, CHAMPION_FILE) else {"history": []}
+    history = list(record.get("history", []))
+    if record.get("version"):
+        history.append(record["version"])
+    new = {"version": version, "history": history, "reason": reason}
+    store.write_json(new, "models", name, CHAMPION_FILE)
+    return new
+
+
+def rollback(store: Store, name: str) -> dict[str, Any]:
+    """Restore the previous champion.
+
+    Raises
+    ------
+    ObscastError
+        If there is no earlier champion to go back to.
+    """
+    if not store.exists("models", name, CHAMPION_FILE):
+        raise ObscastError(f"{store.url('models', name)}: no champion to roll back")
+    record = store.read_json("models", name, CHAMPION_FILE)
+    if not record.get("history"):
+        raise ObscastError(f"{store.url('models', name)}: champion {record['version']} has no predecessor to roll back to")
+    history = list(record["history"])
+    new = {"version": history.pop(), "history": history, "reason": f"rollback from {record['version']}"}
+    store.write_json(new, "models", name, CHAMPION_FILE)
+    return new
+
+
+def resolve_version(store: Store, name: str, version: str | None) -> str | None:
+    """The version to use: the one asked for, else the champion, else None (the newest)."""
+    return version or champion(store, name)

@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="score the model against persistence and climatology", description="Latitude-weighted RMSE and bias per variable and lead time on held-out members; writes a table, a plot and a Prefect artifact.")
     _common(p)
     p.add_argument("--version", default=None, help="model version (default: the newest)")
+    p = sub.add_parser("models", help="the model registry: list, show, promote, rollback", description="Inspect the model registry and choose the champion that forecasts use.")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("list", "versions with their training loss and the champion"), ("show", "one version's metadata"),
+                         ("promote", "make a version the champion"), ("rollback", "restore the previous champion")):
+        q = msub.add_parser(action, help=text, description=text[0].upper() + text[1:] + ".")
+        _common(q)
+        if action in ("show", "promote"):
+            q.add_argument("version", help="model version, e.g. v0002")
     return parser
 
 
@@ -73,6 +81,8 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     # Validate the configuration before any flow starts.
     load_config(args.config, {"store": args.store} if args.store else None)
     kw = {"config_path": args.config, "store": args.store}
+    if args.command == "models":
+        return _models(args), _describe_models
     if args.command == "ingest":
         from flows.ingest import ingest_flow
 
@@ -92,6 +102,39 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     from flows.pipeline import pipeline_flow
 
     return pipeline_flow(**kw), _describe_outputs
+
+
+def _models(args: argparse.Namespace) -> dict[str, Any]:
+    """Registry actions (no Prefect flow: they are quick metadata operations)."""
+    from components import registry
+    from components.config import load_config
+    from components.storage import Store
+
+    config = load_config(args.config, {"store": args.store} if args.store else None)
+    store, name = Store(config.store, config.storage_options), config.model.name
+    if args.action == "promote":
+        registry.promote(store, name, args.version, reason="promoted by hand")
+    elif args.action == "rollback":
+        registry.rollback(store, name)
+    if args.action == "show":
+        return {"action": "show", "metadata": registry.load_model_files(store, name, args.version)[1]}
+    rows = []
+    for v in registry.list_versions(store, name):
+        meta = store.read_json("models", name, v, "metadata.json")
+        rows.append({"version": v, "created": meta.get("created"), "final_loss": (meta.get("loss_curve") or [None])[-1],
+                     "code_version": meta.get("code_version"), "data": meta.get("data")})
+    return {"action": args.action, "name": name, "champion": registry.champion(store, name), "versions": rows}
+
+
+def _describe_models(result: dict[str, Any]) -> str:
+    if result["action"] == "show":
+        return json.dumps(result["metadata"], indent=2, default=str)
+    lines = [f"model {result['name']}: champion {result['champion'] or '(none: forecasts use the newest)'}"]
+    for row in result["versions"]:
+        mark = "*" if row["version"] == result["champion"] else " "
+        loss = "n/a" if row["final_loss"] is None else f"{row['final_loss']:.4f}"
+        lines.append(f" {mark} {row['version']}  created {row['created']}  final loss {loss}  code {row['code_version']}")
+    return "\n".join(lines)
 
 
 def _describe_ingest(result: dict[str, Any]) -> str:
