@@ -24,6 +24,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from components.errors import ConfigError
+from components.nature import NatureRunConfig
+from components.osse import ErrorModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -82,10 +84,13 @@ class _Strict(BaseModel):
 
 
 class SourceConfig(_Strict):
-    """One observation source: a WMO observation type read from one or more files."""
+    """One observation source: a WMO observation type read from one or more files.
 
-    kind: Literal["synop", "temp", "aircraft"]
-    paths: list[str] = Field(min_length=1, description="BUFR files, local paths or URLs")
+    ``paths`` entries may be glob patterns; ``store:raw/...`` names files inside a local store.
+    """
+
+    kind: Literal["synop", "temp", "aircraft", "satellite"]
+    paths: list[str] = Field(min_length=1, description="BUFR files or glob patterns")
 
 
 class GriddedConfig(_Strict):
@@ -154,6 +159,43 @@ class VerifyConfig(_Strict):
     variables: list[str] | None = None
 
 
+class Period(_Strict):
+    """A closed time interval ``[start, end]`` (UTC)."""
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Period":
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+
+class OsseConfig(_Strict):
+    """The observing-system simulation experiment (DESIGN.md §4): nature run, simulated
+    observations at the real networks' positions, and the temporal split of its period."""
+
+    nature: NatureRunConfig = Field(default_factory=NatureRunConfig)
+    error_model: ErrorModel = Field(default_factory=ErrorModel)
+    networks: str = "../data/networks"
+    train_period: Period
+    validation_period: Period
+    test_period: Period
+
+    @model_validator(mode="after")
+    def _split(self) -> "OsseConfig":
+        if not (self.train_period.end < self.validation_period.start and self.validation_period.end < self.test_period.start):
+            raise ValueError("periods must be ordered and disjoint: train < validation < test")
+        times = self.nature.times()
+        first, last = pd.Timestamp(times[0]), pd.Timestamp(times[-1])
+        for name in ("train_period", "validation_period", "test_period"):
+            period = getattr(self, name)
+            if pd.Timestamp(period.start) < first or pd.Timestamp(period.end) > last:
+                raise ValueError(f"{name} [{period.start}, {period.end}] is outside the nature run [{first}, {last}]")
+        return self
+
+
 class Config(BaseSettings):
     """The whole obscast configuration.
 
@@ -180,6 +222,7 @@ class Config(BaseSettings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    osse: OsseConfig | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -215,8 +258,12 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         for entry in (data.get(section) or {}).values():
             if isinstance(entry, dict) and isinstance(entry.get("paths"), list):
                 entry["paths"] = [
-                    p if "://" in str(p) or Path(p).is_absolute() else str((base / p).resolve()) for p in entry["paths"]
+                    p if "://" in str(p) or str(p).startswith("store:") or Path(p).is_absolute() else str((base / p).resolve())
+                    for p in entry["paths"]
                 ]
+    osse = data.get("osse")
+    if isinstance(osse, dict) and isinstance(osse.get("networks"), str) and not Path(osse["networks"]).is_absolute():
+        osse["networks"] = str((base / osse["networks"]).resolve())
     store = data.get("store")
     if isinstance(store, str) and "://" not in store and not Path(store).is_absolute() and "OBSCAST_STORE" not in os.environ:
         # A relative store is relative to the working directory, where the user runs obscast.

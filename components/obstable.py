@@ -124,29 +124,42 @@ class ObsTable:
         return sum(w["rows"] for w in self.index().values())
 
     def write_window(self, key: str, rows: pd.DataFrame) -> WriteResult:
-        """Store one window's rows, idempotently.
+        """Store one window's rows idempotently (see :meth:`write_windows`)."""
+        return self.write_windows({key: rows})[0]
+
+    def write_windows(self, windows: dict[str, pd.DataFrame]) -> list[WriteResult]:
+        """Store several windows' rows, idempotently, in one append.
 
         A window already stored with the same digest is left as it is (``"unchanged"``). Rows
-        left beyond the index by an interrupted write are cut off first, then the window is
-        appended and only then recorded in the index.
+        left beyond the index by an interrupted write are cut off first; then the new windows'
+        rows are appended (in the order given) and only then recorded in the index.
 
         Raises
         ------
         WindowConflictError
-            If the window is stored already with different content (nothing is changed).
+            If a window is stored already with different content (nothing is changed).
         """
-        rows = rows.reset_index(drop=True)
-        digest = table_digest(rows)
         index = self.index()
-        if key in index:
-            if index[key]["digest"] == digest:
-                return WriteResult(key, "unchanged", len(rows))
-            raise WindowConflictError(
-                f"{self.url}: window {key} is stored already with different content "
-                f"({index[key]['rows']} rows stored, {len(rows)} offered); nothing was changed"
-            )
+        results: list[WriteResult] = []
+        new: list[tuple[str, pd.DataFrame, str]] = []
+        for key, rows in windows.items():
+            rows = rows.reset_index(drop=True)
+            digest = table_digest(rows)
+            if key in index:
+                if index[key]["digest"] != digest:
+                    raise WindowConflictError(
+                        f"{self.url}: window {key} is stored already with different content "
+                        f"({index[key]['rows']} rows stored, {len(rows)} offered); nothing was changed"
+                    )
+                results.append(WriteResult(key, "unchanged", len(rows)))
+            else:
+                new.append((key, rows, digest))
+                results.append(WriteResult(key, "written", len(rows)))
+        if not new:
+            return results
         committed = sum(w["rows"] for w in index.values())
-        ds = _to_dataset(rows)
+        block = pd.concat([rows for _, rows, _ in new], ignore_index=True)
+        ds = _to_dataset(block)
         if committed == 0:
             encoding = {name: {"chunks": (self.row_chunk,)} for name in ds.data_vars}
             for name in ds.data_vars:
@@ -156,23 +169,26 @@ class ObsTable:
         else:
             self._truncate(committed)
             stored = self._group()
-            missing = set(stored.array_keys()) ^ set(ds.data_vars)
-            if missing:
-                raise ObscastError(f"{self.url}: window {key} has columns {sorted(missing)} that do not match the table")
+            mismatch = set(stored.array_keys()) ^ set(ds.data_vars)
+            if mismatch:
+                raise ObscastError(f"{self.url}: columns {sorted(mismatch)} do not match the table's")
             for name in ds.data_vars:
                 if ds[name].dtype.kind not in "OM" and stored[name].dtype != ds[name].dtype:
                     ds[name] = ds[name].astype(stored[name].dtype)
             ds.to_zarr(self.store.zarr_store(self.path), append_dim="row", consolidated=False, zarr_format=3)
-        times = rows["time"].dropna()
-        index[key] = {
-            "row_start": committed,
-            "rows": len(rows),
-            "digest": digest,
-            "time_min": None if times.empty else str(times.min()),
-            "time_max": None if times.empty else str(times.max()),
-        }
-        self.store.write_json({"columns": list(rows.columns), "windows": index}, self.index_path)
-        return WriteResult(key, "written", len(rows))
+        row = committed
+        for key, rows, digest in new:
+            times = rows["time"].dropna()
+            index[key] = {
+                "row_start": row,
+                "rows": len(rows),
+                "digest": digest,
+                "time_min": None if times.empty else str(times.min()),
+                "time_max": None if times.empty else str(times.max()),
+            }
+            row += len(rows)
+        self.store.write_json({"columns": list(block.columns), "windows": index}, self.index_path)
+        return results
 
     def _truncate(self, n_rows: int) -> None:
         group = self._group(mode="r+")
@@ -207,7 +223,13 @@ class ObsTable:
             return pd.DataFrame()
         ds = self.store.open_dataset(self.path)
         columns = self.columns()
-        parts = [_from_dataset(ds.isel(row=slice(a, b)).load())[columns] for a, b in sorted(slices)]
+        merged: list[list[int]] = []
+        for a, b in sorted(slices):  # adjacent windows are read as one slice
+            if merged and merged[-1][1] == a:
+                merged[-1][1] = b
+            else:
+                merged.append([a, b])
+        parts = [_from_dataset(ds.isel(row=slice(a, b)).load())[columns] for a, b in merged]
         table = pd.concat(parts, ignore_index=True)
         keep = np.ones(len(table), bool)
         if lo is not None:

@@ -47,10 +47,11 @@ in log p, hypsometric equation) and reported as geopotential height
     (:func:`encoders.setconv.pressure_from_height`). The *nature time nearest
     to the report time* is sampled (no temporal interpolation; times in
     ``[t - 3 h, t + 3 h)`` use nature time ``t``). Reports outside the output
-    levels (most above sigma_top * p_s, i.e. cruise levels above ~250 hPa with
-    the default levels, and below sigma_bottom * p_s) are not observable and
-    dropped (counted in :attr:`SimulatedObservations.unobservable`). Like
-    the real table, ``pressure`` is NaN for height reports.
+    levels are not observable and dropped (counted in
+    :attr:`SimulatedObservations.unobservable`): with the default levels
+    0.25..0.85 and p_s near 1000 hPa, the 20 % of the track reports above
+    250 hPa (cruise) and the 19 % below 850 hPa (climb, descent). Like the
+    real table, ``pressure`` is NaN for height reports.
 ``satellite``
     HIRS-like brightness temperatures along a sun-synchronous orbit: the real
     one-orbit fields of view (``hirs_footprints.csv``, Metop-A, first scan
@@ -226,7 +227,25 @@ class ErrorModel(BaseModel):
     seed: int = 0
 
     def std(self, column: str) -> float:
-        """Noise standard deviation of an observation-table column (wind components: ``wind_component``)."""
+        """Noise standard deviation for an observation-table column.
+
+        Parameters
+        ----------
+        column : str
+            ``air_temperature``, ``eastward_wind``, ``northward_wind`` (both
+            give ``wind_component``), ``surface_air_pressure``,
+            ``geopotential_height`` or ``brightness_temperature``.
+
+        Returns
+        -------
+        float
+            Standard deviation in the column's unit.
+
+        Raises
+        ------
+        AttributeError
+            Any other column.
+        """
         if column in ("eastward_wind", "northward_wind"):
             return self.wind_component
         return float(getattr(self, column))
@@ -320,9 +339,9 @@ class _Horizontal:
         i0 = np.floor(x).astype(np.int64) % nlon
         return cls(j0, j1, i0, (i0 + 1) % nlon, wy, x - np.floor(x))
 
-    def __call__(self, field: np.ndarray) -> np.ndarray:
-        """Interpolate ``field`` (..., lat, lon) to the points: shape (..., n)."""
-        f = field
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """Interpolate ``values`` (..., lat, lon) to the points: shape (..., n)."""
+        f = values
         return (
             f[..., self.j0, self.i0] * (1 - self.wy) * (1 - self.wx)
             + f[..., self.j0, self.i1] * (1 - self.wy) * self.wx
@@ -501,7 +520,8 @@ def _observe(kind: str, truth: dict[str, np.ndarray], em: ErrorModel, rng: np.ra
         if name in truth:
             obs[name] = truth[name] + rng.normal(0.0, em.std(name), n)
     if "eastward_wind" in obs:
-        obs["wind_speed"], obs["wind_from_direction"] = wind_speed_direction(obs["eastward_wind"], obs["northward_wind"])
+        obs["wind_speed"], obs["wind_from_direction"] = wind_speed_direction(
+            obs["eastward_wind"], obs["northward_wind"])
     gross: dict[str, np.ndarray] = {}
     for name in _ERROR_VARIABLES[kind]:
         flag = rng.random(n) < em.gross_error_fraction
@@ -516,7 +536,9 @@ def _observe(kind: str, truth: dict[str, np.ndarray], em: ErrorModel, rng: np.ra
     return obs, gross
 
 
-def _drop_missing(design: pd.DataFrame, em: ErrorModel, rng: np.random.Generator, report: str) -> tuple[pd.DataFrame, int, int]:
+def _drop_missing(
+    design: pd.DataFrame, em: ErrorModel, rng: np.random.Generator, report: str
+) -> tuple[pd.DataFrame, int, int]:
     """Drop whole reports (rows sharing ``design[report]``); returns (kept, n_reports, n_missing)."""
     reports = pd.unique(design[report].to_numpy())
     missing = reports[rng.random(len(reports)) < em.missing_fraction]
@@ -535,7 +557,9 @@ def _sample_levels(nature: _Nature, f: dict[str, np.ndarray], h: _Horizontal, pr
     return out, ps
 
 
-def _truth_group(kind: str, design: pd.DataFrame, nature: _Nature, t: int) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def _truth_group(
+    kind: str, design: pd.DataFrame, nature: _Nature, t: int
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Truth of the observed variables for a group's design rows (rows may be dropped)."""
     f = nature.fields(t)
     h = _Horizontal.at(nature.lat, nature.lon, design["latitude"].to_numpy(), design["longitude"].to_numpy())
@@ -727,8 +751,9 @@ def simulate_observations(
             truth_all = pd.concat(truth_parts, ignore_index=True)
             gross_all = pd.concat(gross_parts, ignore_index=True)
         else:
-            obs_all = _table(kind, pd.DataFrame({c: [] for c in (
-                "time", "latitude", "longitude", "station_id", "surface_altitude", "pressure", "height", "channel")}), {})
+            empty = pd.DataFrame({c: [] for c in (
+                "time", "latitude", "longitude", "station_id", "surface_altitude", "pressure", "height", "channel")})
+            obs_all = _table(kind, empty, {})
             truth_all = obs_all.copy()
             gross_all = pd.DataFrame({name: np.zeros(0, dtype=bool) for name in _ERROR_VARIABLES[kind]})
         order = np.argsort(obs_all["time"].to_numpy(), kind="stable")

@@ -114,3 +114,34 @@ class Store:
         ds.to_zarr(self.zarr_store(*parts), consolidated=False, zarr_format=3, **kwargs)
         return self.url(*parts)
 
+
+
+def expand_paths(patterns: list[str], store: Store) -> list[str]:
+    """Expand a source's file list: glob patterns, and ``store:<path>`` inside a local store.
+
+    Plain paths are returned as they are (a missing file is reported by its reader).
+
+    Raises
+    ------
+    InputError
+        If a pattern matches no file, or ``store:`` is used with a remote store.
+    """
+    import glob
+
+    from components.errors import InputError
+
+    out: list[str] = []
+    for pattern in patterns:
+        path = pattern
+        if pattern.startswith("store:"):
+            if not store.is_local:
+                raise InputError(pattern, "paths", "store: paths inside a local store (raw files are read from local disk)", store.root)
+            path = store._path(pattern.removeprefix("store:"))
+        if any(ch in path for ch in "*?["):
+            matches = sorted(glob.glob(path))
+            if not matches:
+                raise InputError(pattern, "paths", "at least one file matching the pattern", "none")
+            out.extend(matches)
+        else:
+            out.append(path)
+    return out

@@ -20,6 +20,7 @@ from components.obstable import ObsTable, split_windows
 from components.qc import apply_qc
 from components.readers.bufr import read_observations
 from components.readers.grib import read_grib
+from components.storage import expand_paths
 from flows.common import load, store_of, task
 
 
@@ -38,8 +39,8 @@ def write_source(config: Config, name: str, accepted: pd.DataFrame, rejected: pd
     status: dict[str, int] = {"written": 0, "unchanged": 0}
     for table, frame in ((ObsTable(store, f"obs/{name}.zarr", config.ingest.row_chunk), accepted),
                          (ObsTable(store, f"quarantine/{name}.zarr", config.ingest.row_chunk), rejected)):
-        for key, rows in split_windows(frame, config.ingest.window).items():
-            status[table.write_window(key, rows).status] += 1
+        for result in table.write_windows(split_windows(frame, config.ingest.window)):
+            status[result.status] += 1
     return {"obs": store.url(f"obs/{name}.zarr"), "quarantine": store.url(f"quarantine/{name}.zarr"), "windows": status}
 
 
@@ -90,7 +91,8 @@ def ingest_flow(config_path: str | None = None, store: str | None = None) -> dic
     config = load(config_path, store)
     logger = get_run_logger()
     # Read everything first: a bad file stops the flow before anything is written.
-    qc_results = {name: read_source.submit(name, src.kind, src.paths) for name, src in config.sources.items()}
+    st = store_of(config)
+    qc_results = {name: read_source.submit(name, src.kind, expand_paths(src.paths, st)) for name, src in config.sources.items()}
     grids = {name: read_gridded.submit(g.paths) for name, g in config.gridded.items()}
     qc_results = {name: fut.result() for name, fut in qc_results.items()}
     grids = {name: fut.result() for name, fut in grids.items()}

@@ -171,6 +171,21 @@ class ObsCastModel(nn.Module):
         if not any(name in inputs for name in self.encoders):
             raise ValueError(f"no source given; the model has {list(self.encoders)}")
         encoded = {name: self.encoders[name](inputs[name]) for name in self.encoders if name in inputs}
+        return self.fuse(encoded, source_dropout)
+
+    def fuse(self, encoded: dict[str, tuple[torch.Tensor, torch.Tensor]], source_dropout: float = 0.0) -> torch.Tensor:
+        """Fuse encoder outputs into the initial latent state (batch, latent_channels, lat, lon).
+
+        Parameters
+        ----------
+        encoded : dict
+            Source name to its encoder's ``(latent, density)``: (batch, source_channels, lat,
+            lon) and (batch, 1, lat, lon); a non-empty subset of the model's sources. Absent
+            sources count as zeros.
+        source_dropout : float
+            In training mode only, probability of dropping each given source per sample (never
+            all of them).
+        """
         ref_latent, _ = next(iter(encoded.values()))
         batch, device = ref_latent.shape[0], ref_latent.device
         zeros = (ref_latent.new_zeros(ref_latent.shape), ref_latent.new_zeros(batch, 1, *self.grid.shape))
@@ -217,12 +232,48 @@ class ObsCastModel(nn.Module):
         ValueError
             See :meth:`encode`; or ``n_steps`` < 1.
         """
-        states = self.processor(self.encode(inputs, source_dropout), n_steps)
+        residual = None
+        if self.residual_source is not None and self.residual_source in inputs:
+            residual = _gridded_values(inputs[self.residual_source])
+        return self.forecast(self.encode(inputs, source_dropout), n_steps, station_points, residual)
+
+    def forecast(
+        self,
+        latent: torch.Tensor,
+        n_steps: int,
+        station_points: tuple[torch.Tensor, torch.Tensor] | None = None,
+        residual: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Roll an initial latent state (from :meth:`encode`) forward and decode every step.
+
+        Parameters
+        ----------
+        latent : torch.Tensor
+            (batch, latent_channels, lat, lon).
+        n_steps : int
+            Number of Δt steps, >= 1.
+        station_points : tuple of torch.Tensor, optional
+            ``(latitude, longitude)``, each (batch, points) degrees.
+        residual : torch.Tensor, optional
+            The input of ``residual_source`` (batch, variables, in_lat, in_lon), added to the
+            gridded output at every step (ignored without a ``residual_source``).
+
+        Returns
+        -------
+        dict
+            As :meth:`forward`.
+
+        Raises
+        ------
+        ValueError
+            If ``n_steps`` < 1.
+        """
+        states = self.processor(latent, n_steps)
         batch = states.shape[0]
         flat = states.flatten(0, 1)
         grid = self.grid_decoder(flat).unflatten(0, (batch, n_steps))
-        if self.residual_source is not None and self.residual_source in inputs:
-            x = _gridded_values(inputs[self.residual_source]).to(device=grid.device, dtype=grid.dtype)
+        if self.residual_source is not None and residual is not None:
+            x = residual.to(device=grid.device, dtype=grid.dtype)
             grid = grid + self.residual_regrid(x[:, self.residual_index])[0][:, None]
         out = {"grid": grid}
         if station_points is not None:

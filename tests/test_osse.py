@@ -324,6 +324,26 @@ def test_satellite_reader_real_hirs(samples, tmp_path):
     assert len(full) == 51968 * 20 and full["time"].is_monotonic_increasing
 
 
+def test_fast_path_and_writer_errors(sim, bufr_files, samples, tmp_path):
+    from components.errors import InputError
+
+    data = bufr_files["synop"].read_bytes()
+    truncated = tmp_path / "truncated.bufr"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="a complete BUFR message"):
+        read_observations("synop", truncated)
+    with pytest.raises(InputError, match="compressed BUFR messages the eccodes engine supports"):
+        read_observations("temp", samples / "temp.bufr", engine="eccodes")  # uncompressed
+    with pytest.raises(ValueError, match="engine"):
+        read_observations("synop", bufr_files["synop"], engine="fast")
+    with pytest.raises(ValueError, match="WMO station_id"):
+        write_bufr(sim["synop"].iloc[:2].assign(station_id="AB"), "synop", tmp_path / "x.bufr")
+    with pytest.raises(ValueError, match="unknown satellite"):
+        write_bufr(sim["satellite"].iloc[:2].assign(station_id="sputnik"), "satellite", tmp_path / "x.bufr")
+    with pytest.raises(ValueError, match="lacks column"):
+        write_bufr(sim["temp"].drop(columns="pressure"), "temp", tmp_path / "x.bufr")
+
+
 # ---------------------------------------------------------------------- QC
 def test_qc_rejects_exactly_the_gross_errors(sim, bufr_files):
     for kind, table in sim.items():
