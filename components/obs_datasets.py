@@ -41,7 +41,9 @@ longitude, nearest row beyond the outermost latitudes) to the station positions.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,7 +56,19 @@ import xarray as xr
 LEVEL_VARIABLES = ("air_temperature", "eastward_wind", "northward_wind", "geopotential")
 SURFACE_VARIABLES = ("surface_air_pressure",)
 #: Columns of observation tables that are coordinates or metadata, never values.
-COORDINATE_COLUMNS = ("time", "latitude", "longitude", "station_id", "pressure", "height", "channel")
+COORDINATE_COLUMNS = ("time", "latitude", "longitude", "station_id", "pressure", "height", "channel", "surface_altitude")
+#: Value columns used by default per source (kind) name; other sources use every numeric
+#: non-coordinate column that is not derived (:data:`DERIVED_COLUMNS`) and not all-NaN.
+DEFAULT_VARIABLES: dict[str, tuple[str, ...]] = {
+    "synop": ("surface_air_pressure", "air_temperature", "eastward_wind", "northward_wind"),
+    "temp": ("air_temperature", "eastward_wind", "northward_wind", "geopotential_height"),
+    "aircraft": ("air_temperature", "eastward_wind", "northward_wind"),
+}
+#: Columns that duplicate others (wind speed and direction are the same as u, v).
+DERIVED_COLUMNS = ("wind_speed", "wind_from_direction")
+#: Observations further than this many standard deviations from the observation climatology
+#: are treated as gross errors (NaN) -- a guard only; run :func:`components.qc.apply_qc` first.
+GROSS_SIGMA = 8.0
 #: Name of the static gridded source holding the climatology (see :func:`static_source_spec`).
 STATIC_SOURCE = "climatology"
 #: Extra static channels appended to the climatology.
@@ -171,22 +185,32 @@ def interpolate_points(fields: np.ndarray, index: np.ndarray, weight: np.ndarray
 
 
 # ----------------------------------------------------------------------------- obs tables
-def prepare_table(table: pd.DataFrame, variables: Sequence[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Validate an observation table and pivot satellite channels into variables.
+def prepare_table(
+    table: pd.DataFrame, variables: Sequence[str] | None = None, name: str | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Validate an observation table, pivot satellite channels into variables, fill pressure.
+
+    Idempotent: a prepared table can be passed again (e.g. prepare once, then give the result
+    to both :func:`fit_statistics` and :class:`ObsWindowDataset`).
 
     Parameters
     ----------
     table : pandas.DataFrame
         Observation table (see the module docstring).
     variables : sequence of str, optional
-        Value columns to keep (after pivoting, e.g. ``brightness_temperature_ch1``); default every
-        numeric column that is not a coordinate, in table order.
+        Value columns to keep (after pivoting, e.g. ``brightness_temperature_ch1``). Default:
+        :data:`DEFAULT_VARIABLES` of ``name``, else every numeric column that is neither a
+        coordinate, nor derived, nor all-NaN, in table order.
+    name : str, optional
+        Source name, to look up the default variables.
 
     Returns
     -------
     table : pandas.DataFrame
-        Columns ``time``, ``latitude``, ``longitude`` (in [-180, 180)), ``pressure`` when present,
-        and the variables as float64; rows without a valid time or position dropped.
+        Columns ``time``, ``latitude``, ``longitude`` (in [-180, 180)), ``pressure`` [Pa] when
+        the table has ``pressure`` or ``height`` (NaN pressure filled from the height through
+        the ICAO standard atmosphere, :func:`encoders.setconv.pressure_from_height`), and the
+        variables as float64; rows without a valid time, position or any value dropped.
     variables : list of str
 
     Raises
@@ -198,12 +222,25 @@ def prepare_table(table: pd.DataFrame, variables: Sequence[str] | None = None) -
     if missing:
         raise ValueError(f"observation table lacks columns {missing} (has {list(table.columns)})")
     df = table
-    value_cols = [c for c in df.columns if c not in COORDINATE_COLUMNS and pd.api.types.is_numeric_dtype(df[c])]
+    value_cols = [
+        c for c in df.columns
+        if c not in COORDINATE_COLUMNS and c not in DERIVED_COLUMNS and pd.api.types.is_numeric_dtype(df[c])
+    ]
+    if "height" in df:
+        from encoders.setconv import pressure_from_height
+
+        p_h = pressure_from_height(df["height"].to_numpy(np.float64)).numpy()
+        p = df["pressure"].to_numpy(np.float64) if "pressure" in df else np.full(len(df), np.nan)
+        df = df.assign(pressure=np.where(np.isfinite(p), p, p_h))
     keys = ["time", "latitude", "longitude"] + (["pressure"] if "pressure" in df else [])
     if "channel" in df:
         df, value_cols = _pivot_channels(df, keys, value_cols)
     if variables is None:
-        variables = value_cols
+        default = DEFAULT_VARIABLES.get(name or "")
+        if default is not None and all(v in df for v in default):
+            variables = list(default)
+        else:
+            variables = [c for c in value_cols if df[c].notna().any()]
     variables = list(variables)
     absent = [v for v in variables if v not in df]
     if absent:
@@ -212,17 +249,17 @@ def prepare_table(table: pd.DataFrame, variables: Sequence[str] | None = None) -
         raise ValueError("observation table has no value column")
     out = pd.DataFrame(
         {
-            "time": pd.to_datetime(df["time"]),
-            "latitude": df["latitude"].astype(float),
-            "longitude": np.mod(df["longitude"].astype(float) + 180.0, 360.0) - 180.0,
+            "time": pd.to_datetime(df["time"]).to_numpy(),
+            "latitude": df["latitude"].to_numpy(np.float64),
+            "longitude": np.mod(df["longitude"].to_numpy(np.float64) + 180.0, 360.0) - 180.0,
         }
     )
     if "pressure" in df:
-        out["pressure"] = df["pressure"].astype(float)
+        out["pressure"] = df["pressure"].to_numpy(np.float64)
     for v in variables:
-        out[v] = df[v].astype(float)
+        out[v] = df[v].to_numpy(np.float64)
     ok = out["time"].notna() & np.isfinite(out["latitude"]) & np.isfinite(out["longitude"]) & out[variables].notna().any(axis=1)
-    return out[ok].reset_index(drop=True), variables
+    return out[ok.to_numpy()].reset_index(drop=True), variables
 
 
 def _pivot_channels(df: pd.DataFrame, keys: list[str], value_cols: list[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -277,16 +314,32 @@ def window_ends(times: pd.Series | np.ndarray, window: pd.Timedelta) -> np.ndarr
 def _source_statistics(
     df: pd.DataFrame, variables: list[str], levels: list[float] | None, band_deg: float
 ) -> dict[str, Any]:
+    """Band/layer means and layer anomaly std of one source, robust to gross errors: values
+    further than ``GROSS_SIGMA`` robust standard deviations (1.4826 MAD) from their band/layer
+    median are left out."""
     n_bands = max(1, int(math.ceil(180.0 / band_deg)))
     n_layers = len(levels) if levels else 1
     layer = _layer_index(df["pressure"].to_numpy() if levels else np.zeros(len(df)), levels)
     band = _band_index(df["latitude"].to_numpy(), band_deg)
-    vals = df[variables].to_numpy(float)
+    vals = df[variables].to_numpy(float).copy()
+    for k in range(n_layers):
+        for b in range(n_bands):
+            sel = (layer == k) & (band == b)
+            if sel.sum() < 10:
+                continue
+            sub = vals[sel]
+            with np.errstate(all="ignore"), _quiet():
+                med = np.nanmedian(sub, axis=0)
+                mad = 1.4826 * np.nanmedian(np.abs(sub - med), axis=0)
+            bad = np.abs(sub - med) > GROSS_SIGMA * np.maximum(np.nan_to_num(mad), 1e-6)
+            sub[bad] = np.nan
+            vals[sel] = sub
     mean = np.full((n_bands, n_layers, len(variables)), np.nan)
     std = np.ones((n_layers, len(variables)))
     for k in range(n_layers):
         in_layer = layer == k
-        layer_mean = np.nanmean(vals[in_layer], axis=0) if in_layer.any() else np.zeros(len(variables))
+        with _quiet():
+            layer_mean = np.nanmean(vals[in_layer], axis=0) if in_layer.any() else np.zeros(len(variables))
         for b in range(n_bands):
             sel = in_layer & (band == b)
             if sel.any():
@@ -307,6 +360,14 @@ def _source_statistics(
         "mean": mean.tolist(),
         "std": std.tolist(),
     }
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence numpy's RuntimeWarnings (all-NaN slices give NaN on purpose)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
 
 
 def fit_statistics(
@@ -392,7 +453,7 @@ def fit_statistics(
     ends = set(window_ends(times, window).tolist()) | set(pd.DatetimeIndex(times).as_unit("ns").asi8.tolist())
     sources = {}
     for name, table in sorted(tables.items()):
-        df, vars_ = prepare_table(table, None if variables is None else variables.get(name))
+        df, vars_ = prepare_table(table, None if variables is None else variables.get(name), name=name)
         if "pressure" in df:
             levels = list((pressure_levels or {}).get(name, DEFAULT_PRESSURE_LEVELS))
         else:
@@ -474,6 +535,7 @@ class _SourceCache:
         lk = np.maximum(layer, 0)
         norm = (vals - mean[band, lk]) / std[lk]
         norm[layer < 0] = np.nan
+        norm[np.abs(norm) > GROSS_SIGMA] = np.nan  # gross-error guard
         order = np.argsort(ends, kind="stable")
         self.ends = ends[order]
         self.lat = lat[order].astype(np.float32)
@@ -672,7 +734,7 @@ class ObsWindowDataset(torch.utils.data.Dataset):
             if name not in statistics["sources"]:
                 continue
             st_src = statistics["sources"][name]
-            df, _ = prepare_table(table, st_src["variables"])
+            df, _ = prepare_table(table, st_src["variables"], name=name)
             self.sources[name] = _SourceCache(df, st_src, self.window, (superob or {}).get(name))
 
     @property
@@ -682,6 +744,18 @@ class ObsWindowDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.init_times)
+
+    def window_end(self, idx: int, lag: int = 0) -> int:
+        """End (int64 ns since 1970) of the observation window ``lag`` of sample ``idx``."""
+        return int(self.init_times[idx].value) - lag * int(self.window.value)
+
+    def window_ends(self) -> list[int]:
+        """All window ends used by the samples (every lag), sorted."""
+        return sorted({self.window_end(i, h) for i in range(len(self)) for h in range(self.history)})
+
+    def observations(self, name: str, end: int) -> dict[str, torch.Tensor]:
+        """Unbatched obs dict of source ``name`` in the window ending at ``end`` (ns)."""
+        return self.sources[name].window(end)
 
     def __getitem__(self, idx: int):
         t0 = int(self.init_times[idx].value)
@@ -693,6 +767,13 @@ class ObsWindowDataset(torch.utils.data.Dataset):
         inputs[STATIC_SOURCE] = self.static
         pos = self._targets[idx]
         return inputs, self.truth[pos[1:]], self.station_truth[pos[1:]]
+
+    def targets(self, indices: Sequence[int], n_steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised targets of several samples without their inputs: (B, n_steps, C, lat, lon)
+        on the grid and (B, n_steps, P, C_st) at the stations."""
+        n = self.n_steps if n_steps is None else int(n_steps)
+        pos = self._targets[torch.as_tensor(list(indices), dtype=torch.long)][:, 1 : n + 1]
+        return self.truth[pos], self.station_truth[pos]
 
     def initial_truth(self, idx: int | slice | Sequence[int]) -> torch.Tensor:
         """Normalised truth at the init time(s): (C, lat, lon) or (n, C, lat, lon) (persistence)."""
@@ -717,8 +798,35 @@ class ObsWindowDataset(torch.utils.data.Dataset):
         return self.station_latitude.expand(batch, -1), self.station_longitude.expand(batch, -1)
 
 
+def pad_obs(items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Batch unbatched obs dicts (``latitude``, ``longitude`` (N,), ``values`` (N, V), optional
+    ``pressure`` (N,)) by padding to the largest N: latitude/longitude 0, values and pressure
+    NaN, ``mask`` False on padding."""
+    n = max(int(it["latitude"].shape[0]) for it in items)
+    v = items[0]["values"].shape[-1]
+    bsz = len(items)
+    out = {
+        "latitude": torch.zeros(bsz, n),
+        "longitude": torch.zeros(bsz, n),
+        "values": torch.full((bsz, n, v), float("nan")),
+        "mask": torch.zeros(bsz, n, dtype=torch.bool),
+    }
+    if "pressure" in items[0]:
+        out["pressure"] = torch.full((bsz, n), float("nan"))
+    for i, it in enumerate(items):
+        m = it["latitude"].shape[0]
+        out["latitude"][i, :m] = it["latitude"]
+        out["longitude"][i, :m] = it["longitude"]
+        out["values"][i, :m] = it["values"]
+        out["mask"][i, :m] = True
+        if "pressure" in out:
+            out["pressure"][i, :m] = it["pressure"]
+    return out
+
+
 def collate_obs(batch: Sequence[tuple[dict, torch.Tensor, torch.Tensor]]):
-    """Batch :class:`ObsWindowDataset` items, padding each source's points to the batch maximum.
+    """Batch :class:`ObsWindowDataset` items, padding each source's points to the batch maximum
+    (:func:`pad_obs`).
 
     Returns
     -------
@@ -734,29 +842,7 @@ def collate_obs(batch: Sequence[tuple[dict, torch.Tensor, torch.Tensor]]):
     inputs: dict[str, Any] = {}
     for key in batch[0][0]:
         items = [b[0][key] for b in batch]
-        if isinstance(items[0], torch.Tensor):
-            inputs[key] = torch.stack(items)
-            continue
-        n = max(int(it["latitude"].shape[0]) for it in items)
-        v = items[0]["values"].shape[-1]
-        bsz = len(items)
-        out = {
-            "latitude": torch.zeros(bsz, n),
-            "longitude": torch.zeros(bsz, n),
-            "values": torch.full((bsz, n, v), float("nan")),
-            "mask": torch.zeros(bsz, n, dtype=torch.bool),
-        }
-        if "pressure" in items[0]:
-            out["pressure"] = torch.full((bsz, n), float("nan"))
-        for i, it in enumerate(items):
-            m = it["latitude"].shape[0]
-            out["latitude"][i, :m] = it["latitude"]
-            out["longitude"][i, :m] = it["longitude"]
-            out["values"][i, :m] = it["values"]
-            out["mask"][i, :m] = True
-            if "pressure" in out:
-                out["pressure"][i, :m] = it["pressure"]
-        inputs[key] = out
+        inputs[key] = torch.stack(items) if isinstance(items[0], torch.Tensor) else pad_obs(items)
     return inputs, torch.stack([b[1] for b in batch]), torch.stack([b[2] for b in batch])
 
 
@@ -813,6 +899,7 @@ __all__ = [
     "coarse_coordinates",
     "coarsen_fields",
     "collate_obs",
+    "pad_obs",
     "fit_statistics",
     "interpolate_points",
     "point_weights",

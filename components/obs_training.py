@@ -39,10 +39,14 @@ from components.obs_datasets import (
     ObsWindowDataset,
     collate_obs,
     interpolate_points,
+    pad_obs,
     point_weights,
     source_key,
     static_source_spec,
 )
+from encoders.setconv import SetConvEncoder
+from processor.interp import gaussian_scatter
+from processor.layers import masked_fill_nan
 from processor.model import ObsCastModel
 
 
@@ -133,44 +137,160 @@ def _to_device(inputs: dict, device: torch.device) -> dict:
     return out
 
 
-def drop_sources(inputs: dict, p: float, generator: torch.Generator, history: int = 1) -> dict:
-    """Hide each observation source (all its history windows together) of each sample with
-    probability ``p`` by masking its points, keeping at least one source per sample.
+def _split_key(key: str) -> tuple[str, int]:
+    name, sep, lag = key.rpartition("_lag")
+    return (name, int(lag)) if sep and lag.isdigit() else (key, 0)
 
-    A SetConv encoder turns a sample without valid points into an exactly zero latent and
-    density, the same as :meth:`ObsCastModel.encode`'s own dropout; the static source is never
-    dropped (the model would lose its notion of latitude).
 
-    Parameters
-    ----------
-    inputs : dict
-        Batched inputs from :func:`components.obs_datasets.collate_obs`.
-    p : float
-        Drop probability in [0, 1).
-    generator : torch.Generator
-        Random generator (CPU).
+def setconv_features(encoder: SetConvEncoder, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input of a SetConv encoder's MLP and its density, i.e. everything before the MLP.
+
+    ``encoder.mlp(x)`` with ``x, density = setconv_features(encoder, obs)`` equals
+    ``encoder(obs)`` (this mirrors :meth:`encoders.setconv.SetConvEncoder.forward`; a test checks
+    the two agree). With the kernel lengthscale frozen, ``x`` depends on the observations only,
+    so it can be computed once per window and cached (:class:`FeatureCache`): the Gaussian
+    scatter of thousands of points onto every latent cell dominates a CPU training step otherwise.
 
     Returns
     -------
-    dict
-        A shallow copy of ``inputs`` with new ``mask`` tensors where sources were dropped.
+    x : torch.Tensor
+        (batch, 2 * n_channels, lat, lon): ``log1p`` densities then normalised values.
+    density : torch.Tensor
+        (batch, 1, lat, lon).
     """
-    names = sorted({k.split("_lag")[0] for k, v in inputs.items() if isinstance(v, dict)})
-    if p <= 0 or not names:
-        return inputs
-    batch = next(v for v in inputs.values() if isinstance(v, dict))["latitude"].shape[0]
+    lat, lon, values = obs["latitude"], obs["longitude"], obs["values"]
+    device = encoder.grid_xyz.device
+    if values.ndim != 3 or values.shape[-1] != len(encoder.variables):
+        raise ValueError(f"values must be (batch, points, {len(encoder.variables)}), got {tuple(values.shape)}")
+    lat = lat.to(device=device, dtype=torch.float32)
+    lon = lon.to(device=device, dtype=torch.float32)
+    values, valid = masked_fill_nan(values.to(device=device, dtype=torch.float32))
+    point_ok = torch.isfinite(lat) & torch.isfinite(lon)
+    if obs.get("mask") is not None:
+        point_ok = point_ok & obs["mask"].to(device=device, dtype=torch.bool)
+    valid = valid * point_ok[..., None]
+    onehot = encoder._layer_onehot(obs, lat.shape, device)
+    if onehot is not None:
+        valid = (valid[..., :, None] * onehot[..., None, :]).flatten(-2)
+        values = values.repeat_interleave(len(encoder.pressure_levels), dim=-1)
+    any_valid = (valid.sum(-1, keepdim=True) > 0).to(valid.dtype)
+    features = torch.cat([valid, valid * values, any_valid], dim=-1)
+    zero = torch.zeros((), device=device)
+    lat, lon = torch.where(point_ok, lat, zero), torch.where(point_ok, lon, zero)
+    sums = gaussian_scatter(lat, lon, features, encoder.grid_xyz, encoder.lengthscale())
+    c = encoder.n_channels
+    dens, weighted = sums[:, :c], sums[:, c : 2 * c]
+    x = torch.cat([torch.log1p(dens), weighted / (dens + encoder.eps)], dim=1)
+    h, w = encoder.grid.shape
+    return x.reshape(x.shape[0], 2 * c, h, w), sums[:, 2 * c :].reshape(-1, 1, h, w)
+
+
+class FeatureCache:
+    """SetConv features (:func:`setconv_features`) of every observation window, per source.
+
+    The kernel lengthscales of the model's SetConv encoders are frozen (``requires_grad``
+    False) when the cache is built: they stay at their initial values, the encoders' MLPs still
+    learn. All history encoders of a source must share the lengthscale and layers (they do
+    when built by :func:`osse_model_args`), so one feature map per (source, window) serves
+    every lag.
+
+    Parameters
+    ----------
+    model : ObsCastModel
+    datasets : sequence of ObsWindowDataset
+        Every window used by their samples is computed (once).
+    batch_size : int
+        Windows per scatter call.
+
+    Attributes
+    ----------
+    x, density : dict
+        Source name -> (n_windows, 2c, lat, lon) and (n_windows, 1, lat, lon) float32 (CPU).
+    index : dict
+        Source name -> {window end (ns): row}.
+    seconds : float
+        Time taken to build.
+    """
+
+    def __init__(self, model: ObsCastModel, datasets: Sequence[ObsWindowDataset], batch_size: int = 8) -> None:
+        start = time.perf_counter()
+        self.x: dict[str, torch.Tensor] = {}
+        self.density: dict[str, torch.Tensor] = {}
+        self.index: dict[str, dict[int, int]] = {}
+        keys = [k for k, e in model.encoders.items() if isinstance(e, SetConvEncoder)]
+        by_name: dict[str, list[str]] = {}
+        for k in keys:
+            by_name.setdefault(_split_key(k)[0], []).append(k)
+        for name, ks in by_name.items():
+            encs = [model.encoders[k] for k in ks]
+            for e in encs:
+                e.lengthscale.log_km.requires_grad_(False)
+            ref = encs[0]
+            for e in encs[1:]:
+                if float(e.lengthscale()) != float(ref.lengthscale()) or e.pressure_levels != ref.pressure_levels:
+                    raise ValueError(f"history encoders of {name!r} differ in lengthscale or layers; cannot share features")
+            holders = [d for d in datasets if name in d.sources]
+            ends = sorted({e for d in holders for e in d.window_ends()})
+            owner = {}
+            for d in holders:
+                for e in d.window_ends():
+                    owner.setdefault(e, d)
+            xs, ds_ = [], []
+            with torch.no_grad():
+                for i in range(0, len(ends), batch_size):
+                    chunk = ends[i : i + batch_size]
+                    obs = pad_obs([owner[e].observations(name, e) for e in chunk])
+                    x, den = setconv_features(ref, obs)
+                    xs.append(x.cpu())
+                    ds_.append(den.cpu())
+            h, w = ref.grid.shape
+            self.x[name] = torch.cat(xs) if xs else torch.zeros(0, 2 * ref.n_channels, h, w)
+            self.density[name] = torch.cat(ds_) if ds_ else torch.zeros(0, 1, h, w)
+            self.index[name] = {e: i for i, e in enumerate(ends)}
+        self.seconds = time.perf_counter() - start
+
+    def encode(
+        self,
+        model: ObsCastModel,
+        data: ObsWindowDataset,
+        indices: Sequence[int],
+        keep: Mapping[str, torch.Tensor] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Encoder outputs ``{source key: (latent, density)}`` of samples ``indices`` of ``data``
+        (static source included), as :meth:`ObsCastModel.fuse` takes them.
+
+        ``keep`` optionally maps a source name to a (batch,) float 0/1 tensor: 0 hides that
+        source (all lags) for that sample, as source dropout does.
+        """
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for key, enc in model.encoders.items():
+            if key == STATIC_SOURCE:
+                static = data.static.to(device).expand(len(indices), -1, -1, -1)
+                out[key] = enc(static)
+                continue
+            name, lag = _split_key(key)
+            if name not in self.index:
+                continue
+            rows = [self.index[name][data.window_end(i, lag)] for i in indices]
+            x = self.x[name][rows].to(device)
+            den = self.density[name][rows].to(device)
+            if keep is not None and name in keep:
+                k = keep[name].to(device).view(-1, 1, 1, 1)
+                x, den = x * k, den * k
+            out[key] = (enc.mlp(x), den)
+        return out
+
+
+def _keep_masks(names: Sequence[str], batch: int, p: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Per source name a (batch,) 0/1 float mask, each source hidden with probability ``p``,
+    at least one kept per sample."""
     keep = torch.rand(batch, len(names), generator=generator) >= p
     none = ~keep.any(1)
     if none.any():
         pick = torch.randint(len(names), (batch,), generator=generator)
         keep[none, pick[none]] = True
-    out = dict(inputs)
-    for i, name in enumerate(names):
-        for key in [k for k in inputs if k == name or k.startswith(f"{name}_lag")]:
-            obs = dict(inputs[key])
-            obs["mask"] = obs["mask"] & keep[:, i, None].to(obs["mask"].device)
-            out[key] = obs
-    return out
+    return {n: keep[:, i].float() for i, n in enumerate(names)}
 
 
 def _lat_weights(latitude: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -178,28 +298,44 @@ def _lat_weights(latitude: np.ndarray, device: torch.device) -> torch.Tensor:
     return (w / w.mean()).view(1, 1, 1, -1, 1)
 
 
-def _loss(model: ObsCastModel, batch, n_steps: int, weights: torch.Tensor, station_idx: torch.Tensor | None,
-          station_weight: float, slat: torch.Tensor, slon: torch.Tensor, device: torch.device,
-          dropout: float = 0.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, float, float]:
-    inputs, targets, st_targets = batch
-    if dropout > 0:
-        inputs = drop_sources(inputs, dropout, generator)
-    inputs = _to_device(inputs, device)
-    targets = targets[:, :n_steps].to(device)
-    b = targets.shape[0]
+def _batch_loss(
+    model: ObsCastModel,
+    cache: FeatureCache,
+    data: ObsWindowDataset,
+    indices: Sequence[int],
+    n_steps: int,
+    weights: torch.Tensor,
+    station_idx: torch.Tensor | None,
+    station_weight: float,
+    device: torch.device,
+    keep: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, float, float]:
+    """Loss of one batch: lat-weighted grid MSE + station_weight * station MSE (normalised)."""
+    targets, st_targets = data.targets(indices, n_steps)
+    targets = targets.to(device)
+    b = len(indices)
+    latent = model.fuse(cache.encode(model, data, indices, keep, device))
     points = None
     if station_idx is not None and station_weight > 0:
-        points = (slat[station_idx].expand(b, -1), slon[station_idx].expand(b, -1))
-    out = model(inputs, n_steps=n_steps, station_points=points)
+        points = (data.station_latitude[station_idx].to(device).expand(b, -1), data.station_longitude[station_idx].to(device).expand(b, -1))
+    static = data.static.to(device).expand(b, -1, -1, -1)
+    out = model.forecast(latent, n_steps, points, residual=static)
     grid_loss = ((out["grid"] - targets) ** 2 * weights).mean()
-    loss = grid_loss
-    st = 0.0
+    loss, st = grid_loss, 0.0
     if points is not None:
-        st_t = st_targets[:, :n_steps][:, :, station_idx.cpu()].to(device)
-        st_loss = ((out["stations"] - st_t) ** 2).mean()
+        st_loss = ((out["stations"] - st_targets[:, :, station_idx].to(device)) ** 2).mean()
         loss = loss + station_weight * st_loss
         st = float(st_loss.detach())
     return loss, float(grid_loss.detach()), st
+
+
+def _station_subset(n: int, max_stations: int | None) -> torch.Tensor | None:
+    """Evenly spaced station indices (all when ``max_stations`` is None or >= n); None if n == 0."""
+    if n == 0:
+        return None
+    if max_stations is None or max_stations >= n:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, max_stations).round().long().unique()
 
 
 def _rollout_for(schedule: Sequence[int] | int, epoch: int) -> int:
@@ -214,21 +350,27 @@ def train_osse(
     val_data: ObsWindowDataset | None = None,
     *,
     epochs: int = 8,
-    lr: float = 1e-3,
+    lr: float = 2e-3,
     weight_decay: float = 1e-5,
     batch_size: int = 8,
     rollout_schedule: Sequence[int] | int = (1, 2, 4, 4, 8, 8),
     val_steps: int | None = None,
     source_dropout: float = 0.3,
-    station_points: int = 512,
+    station_points: int = 256,
     station_weight: float = 1.0,
     grad_clip: float = 1.0,
     device: str = "auto",
     seed: int = 0,
     max_seconds: float | None = None,
+    cache: FeatureCache | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[ObsCastModel, dict[str, Any]]:
     """Train encoders, processor and decoders end to end on OSSE samples.
+
+    The SetConv features of all observation windows are computed once (:class:`FeatureCache`,
+    kernel lengthscales frozen at their initial values); every optimiser step then runs the
+    encoders' MLPs, the fusion, the rollout and both decoders, exactly as
+    :meth:`ObsCastModel.forward` does on the observations.
 
     Parameters
     ----------
@@ -239,8 +381,8 @@ def train_osse(
     epochs : int
         Passes over ``train_data``.
     lr, weight_decay : float
-        AdamW; the learning rate follows a cosine decay to 5% over all steps after a short
-        linear warm-up.
+        AdamW; the learning rate rises linearly over the first steps (at most 50) and then
+        follows a cosine decay to 5 % of ``lr``.
     batch_size : int
         Samples per optimiser step.
     rollout_schedule : int or sequence of int
@@ -249,7 +391,8 @@ def train_osse(
         Rollout of the validation loss (default the longest of the schedule, capped by
         ``val_data.n_steps``).
     source_dropout : float
-        Probability of hiding each observation source per sample (:func:`drop_sources`).
+        Probability of hiding each observation source (all its history windows) per sample,
+        at least one source kept (GraphDOP-style); the static climatology is never hidden.
     station_points : int
         SYNOP positions drawn per batch for the station loss (0: no station loss).
     station_weight : float
@@ -261,7 +404,10 @@ def train_osse(
     seed : int
         Seeds initialisation, shuffling, dropout and station draws.
     max_seconds : float, optional
-        Stop after the epoch during which this wall time is exceeded.
+        Stop after the epoch during which this training time is exceeded.
+    cache : FeatureCache, optional
+        Features of the windows of both datasets, built by this function if not given (its
+        time is reported in ``history["cache_seconds"]``).
     progress : callable, optional
         Called after each epoch with that epoch's history record.
 
@@ -271,9 +417,9 @@ def train_osse(
         The weights of the epoch with the lowest validation loss (the last epoch without
         validation data), on the CPU, in eval mode.
     history : dict
-        ``epochs``: per-epoch records (``epoch``, ``rollout``, ``train_loss``, ``train_grid``,
-        ``train_station``, ``val_loss``, ``seconds``); ``best_epoch``; ``seconds``; ``device``;
-        ``parameters``.
+        ``epochs``: per-epoch records (``epoch``, ``rollout``, ``lr``, ``train_loss``,
+        ``train_grid``, ``train_station``, ``val_loss``, ``seconds``); ``best_epoch``,
+        ``seconds`` (training), ``cache_seconds``, ``device``, ``parameters``, ``val_steps``.
 
     Raises
     ------
@@ -287,22 +433,28 @@ def train_osse(
     if longest > train_data.n_steps:
         raise ValueError(f"rollout {longest} exceeds the {train_data.n_steps} target steps of the training data")
     model = ObsCastModel(**copy.deepcopy(dict(model_args))).to(dev)
+    if cache is None:
+        cache = FeatureCache(model, [d for d in (train_data, val_data) if d is not None])
+    else:
+        for e in model.encoders.values():
+            if isinstance(e, SetConvEncoder):
+                e.lengthscale.log_km.requires_grad_(False)
     weights = _lat_weights(train_data.out_latitude, dev)
-    slat, slon = train_data.station_latitude.to(dev), train_data.station_longitude.to(dev)
-    n_st = len(slat)
-    loader = torch.utils.data.DataLoader(
-        train_data, batch_size=batch_size, shuffle=True, collate_fn=collate_obs, generator=gen, drop_last=len(train_data) > batch_size
-    )
-    total_steps = max(1, epochs * len(loader))
+    n_st = len(train_data.station_latitude)
+    n = len(train_data)
+    n_batches = max(1, n // batch_size)
+    total_steps = max(1, epochs * n_batches)
     warmup = min(50, total_steps // 10 + 1)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
         lambda s: (s + 1) / warmup if s < warmup else 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total_steps - warmup)))),
     )
     if val_steps is None:
         val_steps = longest if val_data is None else min(longest, val_data.n_steps)
-    hist: dict[str, Any] = {"epochs": [], "best_epoch": None, "device": str(dev)}
+    names = sorted(cache.index)
+    hist: dict[str, Any] = {"epochs": [], "best_epoch": None, "device": str(dev), "cache_seconds": cache.seconds}
     best_val, best_state = math.inf, None
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -310,29 +462,32 @@ def train_osse(
         model.train()
         tot = grid_tot = st_tot = 0.0
         count = 0
-        for batch in loader:
-            idx = torch.randperm(n_st, generator=gen)[:station_points].to(dev) if station_points and n_st else None
-            loss, gl, sl = _loss(model, batch, n_steps, weights, idx, station_weight, slat, slon, dev, source_dropout, gen)
+        perm = torch.randperm(n, generator=gen).tolist()
+        for bi in range(n_batches):
+            idx = perm[bi * batch_size : (bi + 1) * batch_size] if n >= batch_size else perm
+            st_idx = torch.randperm(n_st, generator=gen)[:station_points] if station_points and n_st else None
+            keep = _keep_masks(names, len(idx), source_dropout, gen) if source_dropout > 0 and names else None
+            loss, gl, sl = _batch_loss(model, cache, train_data, idx, n_steps, weights, st_idx, station_weight, dev, keep)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
             optimiser.step()
             sched.step()
-            b = batch[1].shape[0]
-            tot += float(loss.detach()) * b
-            grid_tot += gl * b
-            st_tot += sl * b
-            count += b
+            tot += float(loss.detach()) * len(idx)
+            grid_tot += gl * len(idx)
+            st_tot += sl * len(idx)
+            count += len(idx)
         rec = {
             "epoch": epoch + 1,
             "rollout": n_steps,
+            "lr": optimiser.param_groups[0]["lr"],
             "train_loss": tot / count,
             "train_grid": grid_tot / count,
             "train_station": st_tot / count,
         }
         if val_data is not None:
-            rec["val_loss"] = validation_loss(model, val_data, val_steps, batch_size=batch_size, station_weight=station_weight, device=dev)
+            rec["val_loss"] = validation_loss(model, val_data, val_steps, cache, batch_size=batch_size, station_weight=station_weight, device=dev)
             if rec["val_loss"] < best_val:
                 best_val, best_state = rec["val_loss"], copy.deepcopy(model.state_dict())
                 hist["best_epoch"] = epoch + 1
@@ -346,6 +501,9 @@ def train_osse(
         model.load_state_dict(best_state)
     else:
         hist["best_epoch"] = len(hist["epochs"])
+    for e in model.encoders.values():
+        if isinstance(e, SetConvEncoder):
+            e.lengthscale.log_km.requires_grad_(True)
     hist["seconds"] = time.perf_counter() - start
     hist["parameters"] = int(sum(p.numel() for p in model.parameters()))
     hist["val_steps"] = val_steps
@@ -358,25 +516,26 @@ def validation_loss(
     model: ObsCastModel,
     data: ObsWindowDataset,
     n_steps: int,
+    cache: FeatureCache,
     batch_size: int = 8,
     station_weight: float = 1.0,
     device: torch.device | str = "cpu",
+    max_stations: int = 512,
 ) -> float:
-    """Training loss (all stations, no dropout) averaged over ``data`` at rollout ``n_steps``."""
+    """The training loss (no dropout; a fixed, evenly spaced subset of at most ``max_stations``
+    stations) averaged over ``data`` at rollout ``n_steps``."""
     dev = torch.device(device)
     was_training = model.training
     model.eval()
     weights = _lat_weights(data.out_latitude, dev)
-    slat, slon = data.station_latitude.to(dev), data.station_longitude.to(dev)
-    idx = torch.arange(len(slat), device=dev) if len(slat) else None
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_obs)
-    tot, count = 0.0, 0
-    for batch in loader:
-        loss, _, _ = _loss(model, batch, n_steps, weights, idx, station_weight, slat, slon, dev)
-        tot += float(loss) * batch[1].shape[0]
-        count += batch[1].shape[0]
+    st_idx = _station_subset(len(data.station_latitude), max_stations)
+    tot = 0.0
+    for i in range(0, len(data), batch_size):
+        idx = list(range(i, min(len(data), i + batch_size)))
+        loss, _, _ = _batch_loss(model, cache, data, idx, n_steps, weights, st_idx, station_weight, dev)
+        tot += float(loss) * len(idx)
     model.train(was_training)
-    return tot / max(count, 1)
+    return tot / max(len(data), 1)
 
 
 def gridpoint_climatology(data: ObsWindowDataset) -> np.ndarray:
@@ -394,7 +553,8 @@ def evaluate(
     climatology: np.ndarray | None = None,
     batch_size: int = 8,
     device: str = "auto",
-    stations: bool = True,
+    max_stations: int | None = 1000,
+    cache: FeatureCache | None = None,
 ) -> dict[str, Any]:
     """Latitude-weighted RMSE per channel and lead of the model and of the baselines.
 
@@ -410,17 +570,21 @@ def evaluate(
         :func:`gridpoint_climatology` of the training data; omitted: no climatology baseline.
     batch_size : int
     device : str
-    stations : bool
-        Also score the station decoder against the gridded forecast interpolated to the
-        stations (RMSE over all stations and inits, unweighted).
+    max_stations : int, optional
+        Score the station decoder on an evenly spaced subset of at most this many stations
+        (None: all; 0: no station scores) against the gridded forecast interpolated
+        bilinearly to them and against persistence (RMSE over stations and inits, unweighted).
+    cache : FeatureCache, optional
+        Use cached SetConv features of ``data``'s windows (same result, faster); default: run
+        the model on the observations (:meth:`ObsCastModel.forward`).
 
     Returns
     -------
     dict
         ``lead_hours`` (L,), ``channels`` (C,), ``rmse`` {``model``, ``persistence``,
-        ``climatology``: lists (C, L) in physical units}; with ``stations``:
-        ``station_channels`` and ``station_rmse`` {``decoder``, ``interpolated``,
-        ``persistence``: (C_st, L)}; ``n_inits``.
+        ``climatology``: lists (C, L) in physical units}; with stations: ``station_channels``,
+        ``n_stations`` and ``station_rmse`` {``decoder``, ``interpolated``, ``persistence``:
+        (C_st, L)}; ``n_inits``.
 
     Raises
     ------
@@ -437,42 +601,50 @@ def evaluate(
     C, L = len(data.channels), n_steps
     sse = {k: torch.zeros(C, L, dtype=torch.float64) for k in ("model", "persistence", "climatology")}
     st_ci = [data.channels.index(c) for c in data.station_channels]
-    do_st = stations and len(data.station_latitude) > 0
+    st_idx = None if max_stations == 0 else _station_subset(len(data.station_latitude), max_stations)
     st_sse = {k: torch.zeros(len(st_ci), L, dtype=torch.float64) for k in ("decoder", "interpolated", "persistence")}
-    if do_st:
-        idx, wgt = point_weights(data.out_latitude, data.out_longitude, data.station_latitude.numpy(), data.station_longitude.numpy())
+    if st_idx is not None:
+        slat, slon = data.station_latitude[st_idx], data.station_longitude[st_idx]
+        pidx, pwgt = point_weights(data.out_latitude, data.out_longitude, slat.numpy(), slon.numpy())
     clim = None if climatology is None else torch.as_tensor(climatology, dtype=torch.float64)
-    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_obs)
-    n, pos = 0, 0
-    for inputs, targets, st_targets in loader:
-        b = targets.shape[0]
-        points = data.station_points(b) if do_st else None
-        out = model(_to_device(inputs, dev), n_steps=n_steps, station_points=None if points is None else tuple(p.to(dev) for p in points))
+    st_kw = {"channel_axis": -1, "channels": data.station_channels}
+    n = 0
+    for i in range(0, len(data), batch_size):
+        idx = list(range(i, min(len(data), i + batch_size)))
+        b = len(idx)
+        points = None if st_idx is None else (slat.expand(b, -1).to(dev), slon.expand(b, -1).to(dev))
+        if cache is not None:
+            latent = model.fuse(cache.encode(model, data, idx, device=dev))
+            out = model.forecast(latent, n_steps, points, residual=data.static.to(dev).expand(b, -1, -1, -1))
+        else:
+            inputs, _, _ = collate_obs([data[j] for j in idx])
+            out = model(_to_device(inputs, dev), n_steps=n_steps, station_points=points)
+        targets, st_targets = data.targets(idx, n_steps)
         fc = data.denormalise(out["grid"].cpu()).double()
-        truth = data.denormalise(targets[:, :n_steps]).double()
-        init = data.denormalise(data.initial_truth(list(range(pos, pos + b)))).double()[:, None]
-        wmean = lambda e: (e**2 * w).mean(dim=(-2, -1)).sum(0)  # (L, C)
-        sse["model"] += wmean(fc - truth).T
-        sse["persistence"] += wmean(init - truth).T
+        truth = data.denormalise(targets).double()
+        init = data.denormalise(data.initial_truth(idx)).double()[:, None]
+        wmean = lambda e: (e**2 * w).mean(dim=(-2, -1)).sum(0).T  # (C, L)
+        sse["model"] += wmean(fc - truth)
+        sse["persistence"] += wmean(init - truth)
         if clim is not None:
-            sse["climatology"] += wmean(clim[None, None] - truth).T
-        if do_st:
-            st_truth = data.denormalise(st_targets[:, :n_steps], channel_axis=-1, channels=data.station_channels).double()
-            st_fc = data.denormalise(out["stations"].cpu(), channel_axis=-1, channels=data.station_channels).double()
-            interp = torch.from_numpy(interpolate_points(fc[:, :, st_ci].float().numpy(), idx, wgt)).double().transpose(-1, -2)
-            st_init = data.denormalise(data.initial_station_truth(list(range(pos, pos + b))), channel_axis=-1, channels=data.station_channels).double()[:, None]
+            sse["climatology"] += wmean(clim[None, None] - truth)
+        if st_idx is not None:
+            st_truth = data.denormalise(st_targets[:, :, st_idx], **st_kw).double()
+            st_fc = data.denormalise(out["stations"].cpu(), **st_kw).double()
+            interp = torch.from_numpy(interpolate_points(fc[:, :, st_ci].float().numpy(), pidx, pwgt)).double().transpose(-1, -2)
+            st_init = data.denormalise(data.initial_station_truth(idx)[:, st_idx], **st_kw).double()[:, None]
             for k, f in (("decoder", st_fc), ("interpolated", interp), ("persistence", st_init)):
                 st_sse[k] += ((f - st_truth) ** 2).mean(dim=2).sum(0).T
         n += b
-        pos += b
     res: dict[str, Any] = {
         "lead_hours": [float((k + 1) * data.step / pd.Timedelta(hours=1)) for k in range(L)],
         "channels": list(data.channels),
         "n_inits": n,
         "rmse": {k: torch.sqrt(v / n).tolist() for k, v in sse.items() if k != "climatology" or clim is not None},
     }
-    if do_st:
+    if st_idx is not None:
         res["station_channels"] = list(data.station_channels)
+        res["n_stations"] = int(len(st_idx))
         res["station_rmse"] = {k: torch.sqrt(v / n).tolist() for k, v in st_sse.items()}
     return res
 
@@ -498,7 +670,8 @@ def skill_table(result: Mapping[str, Any], channels: Sequence[str] | None = None
 
 
 __all__ = [
-    "drop_sources",
+    "FeatureCache",
+    "setconv_features",
     "evaluate",
     "gridpoint_climatology",
     "osse_model_args",

@@ -132,7 +132,7 @@ def test_real_synop(synop_table):
     assert not result.accepted["wind_speed"].gt(150).any()
     assert not result.accepted["air_temperature"].gt(350).any()
     core = ["air_temperature", "dew_point_temperature", "air_pressure_at_mean_sea_level",
-            "wind_speed", "wind_from_direction"]
+            "surface_air_pressure", "wind_speed", "wind_from_direction"]
     assert result.counts["all_missing"] == int(synop_table[core].isna().all(axis=1).sum())
     # station 40296 at -350 m (Dead Sea area) is plausible and kept
     assert (result.accepted["station_id"] == "40296").any()

@@ -16,7 +16,7 @@ import xarray as xr
 
 from components.errors import InputError
 from components.readers import COLUMNS, READERS, read_grib, read_observations
-from components.readers.bufr import BUFR_KEYS, read_aircraft, read_synop, read_temp
+from components.readers.bufr import BUFR_KEYS, read_aircraft, read_satellite, read_synop, read_temp
 
 G0 = 9.80665  # WMO standard gravity, m s-2
 
@@ -24,7 +24,7 @@ SYNOP_KEYS = (
     "data_datetime", "WMO_station_id", "latitude", "longitude",
     "heightOfStationGroundAboveMeanSeaLevel", "heightOfStation",
     "airTemperatureAt2M", "dewpointTemperatureAt2M", "pressureReducedToMeanSeaLevel",
-    "windSpeedAt10M", "windDirectionAt10M",
+    "nonCoordinatePressure", "windSpeedAt10M", "windDirectionAt10M",
 )
 TEMP_KEYS = (
     "data_datetime", "WMO_station_id", "latitude", "longitude", "pressure",
@@ -118,6 +118,7 @@ def test_synop_matches_pdbufr(synop_table, synop_direct):
         t["air_pressure_at_mean_sea_level"], _f32(d["pressureReducedToMeanSeaLevel"])
     )
     np.testing.assert_array_equal(t["wind_speed"], _f32(d["windSpeedAt10M"]))
+    np.testing.assert_array_equal(t["surface_air_pressure"], _f32(d["nonCoordinatePressure"]))
     # this edition-3 file carries the ECMWF key heightOfStation only
     assert "heightOfStationGroundAboveMeanSeaLevel" not in d.columns
     np.testing.assert_array_equal(t["surface_altitude"], d["heightOfStation"].to_numpy(np.float64))
@@ -188,7 +189,9 @@ def test_window_is_half_open(samples, tmp_path):
 
 
 def test_readers_table():
-    assert READERS == {"synop": read_synop, "temp": read_temp, "aircraft": read_aircraft}
+    assert READERS == {
+        "synop": read_synop, "temp": read_temp, "aircraft": read_aircraft, "satellite": read_satellite,
+    }
 
 
 # -------------------------------------------------------------------- errors
@@ -203,7 +206,7 @@ def test_missing_file(tmp_path):
 
 
 def test_unknown_kind(samples):
-    with pytest.raises(InputError, match=r"field 'kind': expected one of \['aircraft', 'synop', 'temp'\]"):
+    with pytest.raises(InputError, match=r"field 'kind': expected one of \['aircraft', 'satellite', 'synop', 'temp'\]"):
         read_observations("ship", samples / "temp.bufr")
 
 

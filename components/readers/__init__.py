@@ -11,6 +11,7 @@ from components.readers.bufr import (
     READERS,
     read_aircraft,
     read_observations,
+    read_satellite,
     read_synop,
     read_temp,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "read_aircraft",
     "read_grib",
     "read_observations",
+    "read_satellite",
     "read_synop",
     "read_temp",
 ]

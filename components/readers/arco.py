@@ -95,7 +95,11 @@ def _open_dataset(store: Any, label: str) -> xr.Dataset:
     last: Exception | None = None
     for consolidated in (True, False):
         try:
-            return xr.open_zarr(store, consolidated=consolidated, chunks={}, decode_timedelta=False)
+            # chunks=None and cache=False: lazily indexed zarr arrays, no dask graph yet (a dask
+            # array per variable of the full ARCO store would hold ~1.3 million chunks each).
+            return xr.open_dataset(
+                store, engine="zarr", consolidated=consolidated, chunks=None, cache=False, decode_timedelta=False
+            )
         except (ValueError, KeyError) as exc:  # no consolidated metadata: try without
             last = exc
             continue
@@ -242,6 +246,31 @@ def _area_indices(
     return _index(lat_pos), lon_slices, np.round(shifted[lon_pos], 9) + 0.0
 
 
+def _chunked(sub: xr.Dataset, ds: xr.Dataset, names: list[str], indexers: dict[str, Any]) -> xr.Dataset:
+    """The lazily indexed subset as dask arrays whose chunks follow the store's zarr chunks.
+
+    Along each dimension the store positions kept (``indexers``) are grouped into runs that fall
+    in the same zarr chunk; each run becomes one dask chunk, so every zarr chunk is read by one
+    task only, and only when it overlaps the selection.
+    """
+    out = {}
+    for name in names:
+        encoding = ds[name].encoding
+        sizes = encoding.get("preferred_chunks") or dict(zip(ds[name].dims, encoding.get("chunks") or ()))
+        chunks: dict[str, Any] = {}
+        for dim in sub[name].dims:
+            size = sizes.get(dim)
+            if not size:
+                chunks[dim] = -1
+                continue
+            positions = np.arange(ds.sizes[dim])[indexers.get(dim, slice(None))]
+            ids = positions // int(size)
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            chunks[dim] = tuple(int(n) for n in np.diff(np.r_[starts, ids.size]))
+        out[name] = sub[name].chunk(chunks)
+    return xr.Dataset(out, attrs=sub.attrs)
+
+
 def _checked_units(label: str, name: str, var: xr.DataArray, units: str) -> None:
     found = var.attrs.get("units")
     if found is not None and _unit_key(str(found)) != _unit_key(units):
@@ -330,11 +359,14 @@ def read_arco_era5(
     Notes
     -----
     Only metadata and the coordinate arrays (``time``, ``level``,
-    ``latitude``, ``longitude``) are read here. Selections are plain slices
-    of the dask arrays wherever possible (a reversed slice for the descending
-    latitudes; two slices joined with :func:`xarray.concat` for an area across
-    the store's longitude seam), so computing the result reads exactly the
-    zarr chunks that overlap the selection.
+    ``latitude``, ``longitude``) are read here. The store is opened without
+    dask (lazily indexed zarr arrays: a dask array of a full ARCO variable
+    would hold about 1.3 million chunks), cut with plain slices wherever
+    possible (a reversed slice for the descending latitudes; two slices
+    joined with :func:`xarray.concat` for an area across the store's
+    longitude seam), and only the subset is turned into dask arrays, one dask
+    chunk per overlapped zarr chunk. Computing the result therefore reads
+    exactly the zarr chunks that overlap the selection, each once.
     """
     store, label = _open_store(url_or_path, storage_options)
     ds = _open_dataset(store, label)
@@ -355,11 +387,12 @@ def read_arco_era5(
         indexers["level"] = _level_index(ds, label, levels)
     elif levels is not None:
         _level_index(ds, label, levels)  # still validate the request
-    sub = sub.isel(indexers)
-    if len(lon_slices) == 1:
-        sub = sub.isel(longitude=lon_slices[0])
+    sub = sub.isel(indexers)  # still lazily indexed: nothing read
+    # One dask chunk per zarr chunk of the store (before the cut), per variable.
+    parts = [_chunked(sub.isel(longitude=s), ds, names, {**indexers, "longitude": s}) for s in lon_slices]
+    if len(parts) == 1:
+        sub = parts[0]
     else:
-        parts = [sub.isel(longitude=s) for s in lon_slices]
         sub = xr.concat(parts, dim="longitude", data_vars="all", coords="minimal", compat="override", join="exact")
     if new_lon is not None:
         sub = sub.assign_coords(longitude=new_lon)

@@ -84,7 +84,7 @@ def _fields(path: str | os.PathLike[str], series: pd.Series, column: str, n: int
 
 def _number(path: str | os.PathLike[str], text: pd.Series, column: str, missing: float | None) -> np.ndarray:
     """Parse numbers; ``missing`` (the ISD missing code) and "" become NaN."""
-    values = pd.to_numeric(text.where(text != ""), errors="coerce").to_numpy(dtype=np.float64)
+    values = np.array(pd.to_numeric(text.where(text != ""), errors="coerce"), dtype=np.float64)
     bad = np.isnan(values) & (text != "").to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
