@@ -7,8 +7,8 @@ For every sample file it times, alternately, ``repeats`` times each:
   ``xarray.Dataset.from_dataframe`` -> ``to_zarr``; GRIB ``xarray.open_dataset(engine="cfgrib")``
   -> ``to_zarr``;
 * **ours** — obscast's ingest of that file as ``flows/ingest.py`` does it, without Prefect:
-  BUFR ``read_observations`` -> ``apply_qc`` -> ``split_windows`` -> ``ObsTable.write_window``
-  for the accepted and the quarantined rows; GRIB ``read_grib`` -> ``write_gridded``;
+  BUFR ``read_observations`` -> ``apply_qc`` -> ``split_windows`` -> ``ObsTable.write_windows``
+  (one append per table) for the accepted and the quarantined rows; GRIB ``read_grib`` -> ``write_gridded``;
 
 and prints the median times, rows per second and the ratio ours / bare per file and overall
 (sum of the medians), with the median time of each stage so that a ratio above the target
@@ -102,7 +102,7 @@ def bare_bufr(kind: str, path: Path, target: Target, run: str) -> tuple[int, dic
 
 
 def ours_bufr(kind: str, path: Path, target: Target, run: str) -> tuple[int, dict[str, float]]:
-    """read_observations -> apply_qc -> window writes of accepted and quarantined rows."""
+    """read_observations -> apply_qc -> windowed writes of accepted and quarantined rows (as flows/ingest.py)."""
     stages: dict[str, float] = {}
     table = _timed(stages, "read", lambda: read_observations(kind, path))
     qc = _timed(stages, "qc", lambda: apply_qc(table, kind, source=path.name))
@@ -110,9 +110,7 @@ def ours_bufr(kind: str, path: Path, target: Target, run: str) -> tuple[int, dic
 
     def write() -> None:
         for table_path, frame in ((f"obs/{kind}.zarr", qc.accepted), (f"quarantine/{kind}.zarr", qc.rejected)):
-            obs = ObsTable(store, table_path, ROW_CHUNK)
-            for key, rows in split_windows(frame, WINDOW).items():
-                obs.write_window(key, rows)
+            ObsTable(store, table_path, ROW_CHUNK).write_windows(split_windows(frame, WINDOW))
 
     _timed(stages, "write", write)
     return len(table), stages
