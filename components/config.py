@@ -172,6 +172,23 @@ class Period(_Strict):
         return self
 
 
+class OsseTrainingConfig(_Strict):
+    """Architecture and optimisation of the OSSE model (see components/obs_training.py)."""
+
+    history: int = Field(default=2, ge=1, description="observation windows per source before init")
+    latent_channels: int = Field(default=64, gt=0)
+    processor_hidden: int = Field(default=64, gt=0)
+    n_blocks: int = Field(default=3, gt=0)
+    decoder_hidden: int = Field(default=64, gt=0)
+    coarsen: int = Field(default=2, ge=1, description="output grid = nature grid averaged over coarsen x coarsen")
+    climatology: Literal["zonal", "gridpoint"] = "zonal"
+    rollout_schedule: list[int] = Field(default_factory=lambda: [1, 2, 4, 4, 8, 8], min_length=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    source_dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
+    max_minutes: float | None = Field(default=None, gt=0)
+
+
 class OsseConfig(_Strict):
     """The observing-system simulation experiment (DESIGN.md §4): nature run, simulated
     observations at the real networks' positions, and the temporal split of its period."""
@@ -179,6 +196,7 @@ class OsseConfig(_Strict):
     nature: NatureRunConfig = Field(default_factory=NatureRunConfig)
     error_model: ErrorModel = Field(default_factory=ErrorModel)
     networks: str = "../data/networks"
+    training: OsseTrainingConfig = Field(default_factory=OsseTrainingConfig)
     train_period: Period
     validation_period: Period
     test_period: Period

@@ -124,13 +124,26 @@ def obs_batch(table: pd.DataFrame, kind: str, normaliser: dict[str, tuple[float,
     return batch
 
 
-def split_channels(channels: list[str]) -> list[tuple[str, float]]:
-    """``"air_temperature_500hPa"`` -> ``("air_temperature", 50000.0)`` (level in Pa)."""
-    out = []
+def split_channels(channels: list[str]) -> list[tuple[str, float | None]]:
+    """Channel name to (CF variable, level): ``"air_temperature_500hPa"`` -> ``("air_temperature",
+    50000.0)`` (Pa), ``"eastward_wind_sigma045"`` -> ``("eastward_wind", 0.45)`` (sigma), and a
+    single-level field such as ``"surface_air_pressure"`` -> ``("surface_air_pressure", None)``."""
+    out: list[tuple[str, float | None]] = []
     for c in channels:
-        var, lev = c.rsplit("_", 1)
-        out.append((var, float(lev.removesuffix("hPa")) * 100.0))
+        var, _, lev = c.rpartition("_")
+        if lev.endswith("hPa") and lev[:-3].isdigit():
+            out.append((var, float(lev[:-3]) * 100.0))
+        elif lev.startswith("sigma") and lev[5:].isdigit():
+            out.append((var, int(lev[5:]) / 100.0))  # components.obs_datasets.level_channel: sigma x 100
+        else:
+            out.append((c, None))
     return out
+
+
+LEVEL_ATTRS = {
+    "pressure": {"standard_name": "air_pressure", "units": "Pa", "positive": "down"},
+    "sigma": {"standard_name": "atmosphere_sigma_coordinate", "units": "1", "positive": "down"},
+}
 
 
 def _cf_attrs(variable: str) -> dict[str, str]:
@@ -159,18 +172,24 @@ def gridded_forecast_dataset(
         ``(n_steps, channel, lat, lon)`` physical units.
     """
     pairs = split_channels(channels)
-    levels = sorted({lev for _, lev in pairs}, reverse=True)
+    levels = sorted({lev for _, lev in pairs if lev is not None}, reverse=True)
+    level_kind = "sigma" if levels and max(levels) <= 1.0 else "pressure"
     variables = list(dict.fromkeys(v for v, _ in pairs))
     data = {}
     for var in variables:
+        mine = [lev for v, lev in pairs if v == var]
+        if mine == [None]:
+            data[var] = (("lead_time", "latitude", "longitude"), grid[:, pairs.index((var, None))].astype("float32"), _cf_attrs(var))
+            continue
         cube = np.stack([grid[:, pairs.index((var, lev))] for lev in levels], axis=1)
         data[var] = (("lead_time", "level", "latitude", "longitude"), cube.astype("float32"), _cf_attrs(var))
     coords = {
         **_time_coords(init_time, step, grid.shape[0]),
-        "level": ("level", np.array(levels), {"standard_name": "air_pressure", "units": "Pa", "positive": "down"}),
         "latitude": ("latitude", latitude, {"standard_name": "latitude", "units": "degrees_north"}),
         "longitude": ("longitude", longitude, {"standard_name": "longitude", "units": "degrees_east"}),
     }
+    if levels:
+        coords["level"] = ("level", np.array(levels), LEVEL_ATTRS[level_kind])
     return xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", **attrs})
 
 
@@ -187,7 +206,8 @@ def station_forecast_dataset(
     """
     data = {}
     for i, (name, (var, lev)) in enumerate(zip(channels, split_channels(channels))):
-        data[name] = (("lead_time", "station"), stations[:, :, i].astype("float32"), {**_cf_attrs(var), "air_pressure": lev})
+        level = {} if lev is None else {"level": lev}
+        data[name] = (("lead_time", "station"), stations[:, :, i].astype("float32"), {**_cf_attrs(var), **level})
     coords = {
         **_time_coords(init_time, step, stations.shape[0]),
         "station_id": ("station", np.asarray(station_id, dtype=object)),

@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="obscast: observations to forecasts. ingest -> encode -> forecast -> decode -> verify, as Prefect flows.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("run", help="the whole pipeline: ingest, train, forecast, verify", description="Run ingest -> train -> forecast -> verify as one Prefect flow.")
+    p = sub.add_parser("run", help="the whole pipeline: (simulate,) ingest, train, forecast, verify", description="Run (simulate ->) ingest -> train -> forecast -> verify as one Prefect flow.")
+    _common(p)
+    p = sub.add_parser("simulate", help="OSSE: nature run and simulated observations as BUFR", description="Run (or reuse) the OSSE nature run with dinosaur and write simulated SYNOP, TEMP, aircraft and satellite BUFR at real network positions.")
     _common(p)
     p = sub.add_parser("ingest", help="read raw BUFR/GRIB into the store, with QC", description="Ingest every configured observation source and gridded dataset into zarr, with QC and quarantine.")
     _common(p)
@@ -83,6 +85,10 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     kw = {"config_path": args.config, "store": args.store}
     if args.command == "models":
         return _models(args), _describe_models
+    if args.command == "simulate":
+        from flows.simulate import simulate_flow
+
+        return simulate_flow(**kw), lambda r: f"nature run: {r['nature']}\nsimulated observations ({r['status']}): {r['rows']}"
     if args.command == "ingest":
         from flows.ingest import ingest_flow
 
@@ -149,6 +155,7 @@ def _describe_ingest(result: dict[str, Any]) -> str:
 
 def _describe_outputs(result: dict[str, Any]) -> str:
     labels = {
+        "nature": "nature run",
         "forecast": "gridded forecast",
         "stations": "station forecasts",
         "scores": "scores",

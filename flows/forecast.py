@@ -60,6 +60,10 @@ def forecast_flow(
         ``forecast`` and ``stations`` URLs, ``init_time``, ``lead_times`` and the observation counts used.
     """
     config = load(config_path, store)
+    if config.osse is not None:
+        from flows.osse import forecast_osse_task
+
+        return forecast_osse_task(config, init_time, n_steps, version)
     st = store_of(config)
     logger = get_run_logger()
     forecaster = Forecaster.load(st, config.model.name, version)

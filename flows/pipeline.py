@@ -14,9 +14,18 @@ from flows.verify import verify_flow
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(config_path: str | None = None, store: str | None = None, epochs: int | None = None) -> dict[str, Any]:
-    """Run the four stages as subflows; returns every product's location and the score table."""
+    """Run the stages as subflows (with an ``osse`` section: simulate first); returns every
+    product's location and the score table."""
+    from flows.common import load
+
+    out: dict[str, Any] = {}
+    if load(config_path, store).osse is not None:
+        from flows.simulate import simulate_flow
+
+        sim = simulate_flow(config_path, store)
+        out["nature"] = sim["nature"]
     ingest = ingest_flow(config_path, store)
     trained = train_flow(config_path, store, epochs=epochs)
     forecast = forecast_flow(config_path, store, version=trained["version"])
     scores = verify_flow(config_path, store, version=trained["version"])
-    return {"ingest": ingest, "model": trained["url"], **forecast, **scores}
+    return {**out, "ingest": ingest, "model": trained["url"], **forecast, **scores}

@@ -50,6 +50,10 @@ def train_flow(config_path: str | None = None, store: str | None = None, epochs:
         ``name``, ``version``, ``url`` and ``loss_curve``.
     """
     config = load(config_path, store)
+    if config.osse is not None:
+        from flows.osse import train_osse_task
+
+        return train_osse_task(config, epochs)
     st = store_of(config)
     gridded = open_gridded(st, config.train.dataset).load()
     result = train_task(config, gridded, epochs)

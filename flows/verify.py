@@ -35,6 +35,10 @@ def verify_flow(config_path: str | None = None, store: str | None = None, versio
         ``scores``, ``table`` and ``plot`` URLs and the markdown table.
     """
     config = load(config_path, store)
+    if config.osse is not None:
+        from flows.osse import verify_osse_task
+
+        return verify_osse_task(config, version)
     st = store_of(config)
     forecaster = Forecaster.load(st, config.model.name, version)
     meta = forecaster.metadata
