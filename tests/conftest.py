@@ -55,6 +55,13 @@ def prefect_api(tmp_path_factory) -> str:
     with prefect_server(home) as url:
         with temporary_env(PREFECT_API_URL=url, PREFECT_HOME=server_env(home)["PREFECT_HOME"], PREFECT_SERVER_ANALYTICS_ENABLED="false"):
             yield url
+            # Send the queued logs and events while the server is still up (else the client
+            # retries against a stopped server for over a minute at exit).
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
 
 
 @pytest.fixture(scope="session")
