@@ -229,7 +229,7 @@ def prepare_table(
     if "height" in df:
         from encoders.setconv import pressure_from_height
 
-        p_h = pressure_from_height(df["height"].to_numpy(np.float64)).numpy()
+        p_h = pressure_from_height(np.array(df["height"], dtype=np.float64)).numpy()
         p = df["pressure"].to_numpy(np.float64) if "pressure" in df else np.full(len(df), np.nan)
         df = df.assign(pressure=np.where(np.isfinite(p), p, p_h))
     keys = ["time", "latitude", "longitude"] + (["pressure"] if "pressure" in df else [])

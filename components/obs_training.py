@@ -79,6 +79,7 @@ def osse_model_args(
     encoder_hidden: int = 64,
     lengthscale_km: float | None = None,
     station_lengthscale_km: float | None = None,
+    station_residual: bool = True,
 ) -> dict[str, Any]:
     """Constructor arguments of :class:`ObsCastModel` for an OSSE (JSON-ready).
 
@@ -97,6 +98,9 @@ def osse_model_args(
         Hidden width of the SetConv MLPs.
     lengthscale_km, station_lengthscale_km : float, optional
         Initial kernel lengthscales (defaults of the encoders/decoder).
+    station_residual : bool
+        Add the climatology at the stations to the station decoder's output (the decoder then
+        learns anomalies, as the gridded one does).
 
     Returns
     -------
@@ -127,6 +131,7 @@ def osse_model_args(
         "station_variables": list(station_channels),
         "station_lengthscale_km": station_lengthscale_km,
         "residual_source": STATIC_SOURCE,
+        **({"station_residual": True} if station_residual else {}),
     }
 
 
@@ -309,8 +314,10 @@ def _batch_loss(
     station_weight: float,
     device: torch.device,
     keep: Mapping[str, torch.Tensor] | None = None,
+    analysis_weight: float = 0.0,
 ) -> tuple[torch.Tensor, float, float]:
-    """Loss of one batch: lat-weighted grid MSE + station_weight * station MSE (normalised)."""
+    """Loss of one batch: lat-weighted grid MSE + station_weight * station MSE (normalised)
+    + analysis_weight * lat-weighted MSE of the decoded initial state against the truth at init."""
     targets, st_targets = data.targets(indices, n_steps)
     targets = targets.to(device)
     b = len(indices)
@@ -322,6 +329,10 @@ def _batch_loss(
     out = model.forecast(latent, n_steps, points, residual=static)
     grid_loss = ((out["grid"] - targets) ** 2 * weights).mean()
     loss, st = grid_loss, 0.0
+    if analysis_weight > 0:
+        analysis = model.grid_decoder(latent) + model.residual_regrid(static[:, model.residual_index])[0]
+        init = data.initial_truth(list(indices)).to(device)
+        loss = loss + analysis_weight * ((analysis - init) ** 2 * weights[:, 0]).mean()
     if points is not None:
         st_loss = ((out["stations"] - st_targets[:, :, station_idx].to(device)) ** 2).mean()
         loss = loss + station_weight * st_loss
@@ -358,6 +369,7 @@ def train_osse(
     source_dropout: float = 0.3,
     station_points: int = 256,
     station_weight: float = 1.0,
+    analysis_weight: float = 0.5,
     grad_clip: float = 1.0,
     device: str = "auto",
     seed: int = 0,
@@ -397,6 +409,10 @@ def train_osse(
         SYNOP positions drawn per batch for the station loss (0: no station loss).
     station_weight : float
         Weight of the station term.
+    analysis_weight : float
+        Weight of an auxiliary loss on the initial state: the gridded decoder applied to the
+        fused latent (before any step) against the truth at the init time. It supervises the
+        encoders directly (the "analysis"); the forecast itself never outputs this state.
     grad_clip : float
         Gradient norm clip (0: none).
     device : str
@@ -467,7 +483,7 @@ def train_osse(
             idx = perm[bi * batch_size : (bi + 1) * batch_size] if n >= batch_size else perm
             st_idx = torch.randperm(n_st, generator=gen)[:station_points] if station_points and n_st else None
             keep = _keep_masks(names, len(idx), source_dropout, gen) if source_dropout > 0 and names else None
-            loss, gl, sl = _batch_loss(model, cache, train_data, idx, n_steps, weights, st_idx, station_weight, dev, keep)
+            loss, gl, sl = _batch_loss(model, cache, train_data, idx, n_steps, weights, st_idx, station_weight, dev, keep, analysis_weight)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:

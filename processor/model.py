@@ -70,6 +70,10 @@ class ObsCastModel(nn.Module):
         step, so the decoder learns the increment over persistence. Its variables must include
         every output variable. Default None (no residual). When that source is absent from the
         inputs the residual is zero and the decoder output stands alone.
+    station_residual : bool
+        Also add the residual source, interpolated bilinearly to the station points, to the
+        station decoder's output (its variables must then include every station variable), so
+        that decoder too learns the increment (e.g. over a climatology). Default False.
 
     Attributes
     ----------
@@ -99,6 +103,7 @@ class ObsCastModel(nn.Module):
         station_variables: Sequence[str] | None = None,
         station_lengthscale_km: float | None = None,
         residual_source: str | None = None,
+        station_residual: bool = False,
     ) -> None:
         super().__init__()
         if not sources:
@@ -112,6 +117,8 @@ class ObsCastModel(nn.Module):
                 "station_lengthscale_km": station_lengthscale_km, "residual_source": residual_source,
             }
         )  # fmt: skip
+        if station_residual:  # only recorded when set, so older configs stay unchanged
+            self.config["station_residual"] = True
         self.grid = LatLonGrid(n_lat, n_lon)
         self.source_channels = source_channels or latent_channels
         self.encoders = nn.ModuleDict()
@@ -129,6 +136,9 @@ class ObsCastModel(nn.Module):
         self.residual_source = residual_source
         if residual_source is not None:
             self._init_residual(sources, residual_source)
+        self.station_residual = bool(station_residual)
+        if self.station_residual:
+            self._init_station_residual()
 
     def _init_residual(self, sources: dict[str, dict[str, Any]], name: str) -> None:
         spec = sources.get(name)
@@ -141,6 +151,50 @@ class ObsCastModel(nn.Module):
         self.register_buffer("residual_index", torch.tensor([enc.variables.index(v) for v in self.output_variables]), persistent=False)
         dec = self.grid_decoder
         self.residual_regrid = BilinearRegridder(enc.in_lat, enc.in_lon, dec.out_lat, dec.out_lon)
+
+    def _init_station_residual(self) -> None:
+        if self.residual_source is None:
+            raise ValueError("station_residual needs a residual_source")
+        enc = self.encoders[self.residual_source]
+        missing = [v for v in self.station_variables if v not in enc.variables]
+        if missing:
+            raise ValueError(f"residual_source {self.residual_source!r} lacks station variables {missing}")
+        self.register_buffer("station_residual_index", torch.tensor([enc.variables.index(v) for v in self.station_variables]), persistent=False)
+        lat = np.asarray(enc.in_lat, dtype=np.float64)
+        self._station_flip = bool(lat.size > 1 and lat[0] > lat[-1])
+        self.register_buffer("residual_lat", torch.as_tensor(lat[::-1].copy() if self._station_flip else lat), persistent=False)
+        self.register_buffer("residual_lon", torch.as_tensor(np.asarray(enc.in_lon, dtype=np.float64)), persistent=False)
+
+    def _residual_at_points(self, x: torch.Tensor, latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:
+        """Bilinear interpolation of the residual source (batch, variables, in_lat, in_lon) to
+        points (batch, points) in degrees: (batch, points, station_variables). Periodic in
+        longitude; beyond the outermost latitudes the outermost row is used."""
+        x = x[:, self.station_residual_index]
+        if self._station_flip:
+            x = x.flip(-2)
+        src_lat, src_lon = self.residual_lat, self.residual_lon
+        lat, lon = latitude.to(src_lat.dtype), longitude.to(src_lon.dtype)
+        n_lat, n_lon = src_lat.numel(), src_lon.numel()
+        if n_lat > 1:
+            i = (torch.searchsorted(src_lat, lat.contiguous(), right=True) - 1).clamp(0, n_lat - 2)
+            ti = ((lat - src_lat[i]) / (src_lat[i + 1] - src_lat[i])).clamp(0.0, 1.0)
+        else:
+            i, ti = torch.zeros_like(lat, dtype=torch.long), torch.zeros_like(lat)
+        ext = torch.cat([src_lon, src_lon[:1] + 360.0])
+        xl = src_lon[0] + torch.remainder(lon - src_lon[0], 360.0)
+        j = (torch.searchsorted(ext, xl.contiguous(), right=True) - 1).clamp(0, n_lon - 1)
+        tj = ((xl - ext[j]) / (ext[j + 1] - ext[j])).clamp(0.0, 1.0)
+        i1 = (i + 1).clamp(max=n_lat - 1)
+        j1 = (j + 1) % n_lon
+        flat = x.flatten(2)  # (batch, variables, cells)
+
+        def at(ii: torch.Tensor, jj: torch.Tensor) -> torch.Tensor:
+            idx = (ii * n_lon + jj)[:, None, :].expand(-1, flat.shape[1], -1)
+            return flat.gather(2, idx)
+
+        ti, tj = ti.to(x.dtype)[:, None], tj.to(x.dtype)[:, None]
+        out = (1 - ti) * ((1 - tj) * at(i, j) + tj * at(i, j1)) + ti * ((1 - tj) * at(i1, j) + tj * at(i1, j1))
+        return out.transpose(1, 2)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ObsCastModel:
@@ -256,7 +310,8 @@ class ObsCastModel(nn.Module):
             ``(latitude, longitude)``, each (batch, points) degrees.
         residual : torch.Tensor, optional
             The input of ``residual_source`` (batch, variables, in_lat, in_lon), added to the
-            gridded output at every step (ignored without a ``residual_source``).
+            gridded output at every step (and, with ``station_residual``, to the station output
+            at the points); ignored without a ``residual_source``.
 
         Returns
         -------
@@ -279,4 +334,7 @@ class ObsCastModel(nn.Module):
         if station_points is not None:
             lat, lon = (t.repeat_interleave(n_steps, dim=0) for t in station_points)
             out["stations"] = self.station_decoder(flat, lat, lon).unflatten(0, (batch, n_steps))
+            if self.station_residual and residual is not None:
+                x = residual.to(device=grid.device, dtype=grid.dtype)
+                out["stations"] = out["stations"] + self._residual_at_points(x, *station_points)[:, None]
         return out

@@ -1,0 +1,247 @@
+"""Tests of OSSE training: observation windows, statistics, feature cache, training, evaluation.
+
+The truth is a tiny T21 Held-Suarez nature run (dinosaur); the observations come from a small
+throwaway sampler below (same table schema as :mod:`components.osse`).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from components.obs_datasets import (
+    ObsWindowDataset,
+    collate_obs,
+    fit_statistics,
+    interpolate_points,
+    point_weights,
+    prepare_table,
+    split_times,
+    truth_channels,
+)
+from components.obs_training import (
+    FeatureCache,
+    evaluate,
+    gridpoint_climatology,
+    osse_model_args,
+    skill_table,
+    train_osse,
+    validation_loss,
+)
+from processor.model import ObsCastModel
+
+SMALL = dict(n_lat=16, n_lon=32, latent_channels=16, processor_hidden=16, n_blocks=1, decoder_hidden=16, encoder_hidden=16)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nature(tmp_path_factory):
+    pytest.importorskip("dinosaur")
+    xr = pytest.importorskip("xarray")
+    from components.nature import NatureRunConfig, run_nature
+
+    cfg = NatureRunConfig(truncation="T21", dt_minutes=60, spinup_days=1, length_days=5, start_time=datetime(2000, 1, 1))
+    path = run_nature(cfg, str(tmp_path_factory.mktemp("nature") / "nature.zarr"))
+    return xr.open_zarr(path, consolidated=False).load()
+
+
+def _sample(nature, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Throwaway sampler: SYNOP (lowest level + ps), TEMP at 00/12 UTC, aircraft with heights,
+    satellite channels = T at each level; Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    lat, lon = nature["latitude"].values, nature["longitude"].values
+    lowest = int(np.argmax(nature["level"].values))
+    syn_lat, syn_lon = rng.uniform(-60, 80, 300), rng.uniform(-180, 180, 300)
+    tmp_lat, tmp_lon = rng.uniform(-60, 80, 30), rng.uniform(-180, 180, 30)
+    rows: dict[str, list[pd.DataFrame]] = {"synop": [], "temp": [], "aircraft": [], "satellite": []}
+    for it, t in enumerate(pd.DatetimeIndex(nature["time"].values)):
+        snap = nature.isel(time=it)
+        at = lambda name, la, lo, lev=None: interpolate_points(
+            (snap[name].values if lev is None else snap[name].values[lev]).astype(np.float32), *point_weights(lat, lon, la, lo)
+        )
+        n = len(syn_lat)
+        rows["synop"].append(pd.DataFrame({
+            "time": t, "latitude": syn_lat, "longitude": syn_lon, "station_id": [f"{i:05d}" for i in range(n)],
+            "surface_altitude": 0.0, "wind_speed": 1.0,
+            "surface_air_pressure": at("surface_air_pressure", syn_lat, syn_lon) + rng.normal(0, 100, n),
+            "air_temperature": at("air_temperature", syn_lat, syn_lon, lowest) + rng.normal(0, 1, n),
+            "eastward_wind": at("eastward_wind", syn_lat, syn_lon, lowest) + rng.normal(0, 2, n),
+            "northward_wind": at("northward_wind", syn_lat, syn_lon, lowest) + rng.normal(0, 2, n),
+        }))
+        ps_t = at("surface_air_pressure", tmp_lat, tmp_lon)
+        if t.hour in (0, 12):
+            for k, sigma in enumerate(nature["level"].values):
+                rows["temp"].append(pd.DataFrame({
+                    "time": t, "latitude": tmp_lat, "longitude": tmp_lon, "station_id": "T", "pressure": sigma * ps_t,
+                    "air_temperature": at("air_temperature", tmp_lat, tmp_lon, k), "eastward_wind": at("eastward_wind", tmp_lat, tmp_lon, k),
+                    "northward_wind": at("northward_wind", tmp_lat, tmp_lon, k),
+                    "geopotential_height": at("geopotential", tmp_lat, tmp_lon, k) / 9.80665,
+                }))
+        a_lat, a_lon = rng.uniform(40, 60, 20), rng.uniform(-10, 20, 20)
+        rows["aircraft"].append(pd.DataFrame({
+            "time": t - pd.Timedelta(hours=2), "latitude": a_lat, "longitude": a_lon, "station_id": "A", "pressure": np.nan,
+            "height": 9000.0, "air_temperature": at("air_temperature", a_lat, a_lon, 0),
+            "eastward_wind": at("eastward_wind", a_lat, a_lon, 0), "northward_wind": at("northward_wind", a_lat, a_lon, 0),
+        }))
+        s_lat, s_lon = rng.uniform(-90, 90, 200), rng.uniform(-180, 180, 200)
+        for c in range(len(nature["level"])):
+            rows["satellite"].append(pd.DataFrame({
+                "time": t - pd.Timedelta(hours=1), "latitude": s_lat, "longitude": s_lon, "station_id": "metop-a", "channel": c + 1,
+                "brightness_temperature": (at("air_temperature", s_lat, s_lon, c) + rng.normal(0, 0.5, 200)).astype(np.float32),
+            }))
+    return {k: pd.concat(v, ignore_index=True) for k, v in rows.items()}
+
+
+@pytest.fixture(scope="module")
+def setup(nature):
+    tables = _sample(nature)
+    periods = split_times(nature["time"].values, (0.6, 0.4), n_steps=(2, 2), history=2)
+    stats = fit_statistics(tables, nature, periods[0]["times"])
+    train = ObsWindowDataset(tables, nature, periods[0]["init_times"], stats, n_steps=2, history=2)
+    val = ObsWindowDataset(tables, nature, periods[1]["init_times"], stats, n_steps=2, history=2)
+    return tables, periods, stats, train, val
+
+
+# ---------------------------------------------------------------- tables and statistics
+
+
+def test_prepare_table_pivots_channels_and_fills_pressure(setup):
+    tables = setup[0]
+    sat, variables = prepare_table(tables["satellite"], name="satellite")
+    assert variables == [f"brightness_temperature_ch{c}" for c in (1, 2, 3, 4)]
+    assert len(sat) == len(tables["satellite"]) // 4  # one point per field of view
+    assert sat["longitude"].between(-180, 180, inclusive="left").all()
+    again, v2 = prepare_table(sat, name="satellite")
+    assert v2 == variables and len(again) == len(sat)  # idempotent
+    air, av = prepare_table(tables["aircraft"], name="aircraft")
+    assert av == ["air_temperature", "eastward_wind", "northward_wind"]
+    np.testing.assert_allclose(air["pressure"], 30742.5, rtol=1e-3)  # ICAO pressure at 9000 m
+    syn, sv = prepare_table(tables["synop"], name="synop")
+    assert "surface_altitude" not in sv and "wind_speed" not in sv
+    with pytest.raises(ValueError, match="lacks columns"):
+        prepare_table(tables["synop"].drop(columns="latitude"))
+
+
+def test_statistics_from_training_period_only(setup, nature):
+    tables, periods, stats, *_ = setup
+    json.dumps(stats)  # JSON-ready
+    assert stats["grid"]["channels"] == truth_channels(nature)
+    later = periods[1]["times"]
+    spoiled = {k: v.copy() for k, v in tables.items()}
+    spoiled["synop"].loc[spoiled["synop"]["time"] > later[0], "air_temperature"] += 50.0
+    truth = nature.copy(deep=True)
+    truth["air_temperature"].loc[{"time": later}] = truth["air_temperature"].sel(time=later) + 50.0
+    assert fit_statistics(spoiled, truth, periods[0]["times"]) == stats
+    assert fit_statistics(spoiled, truth, nature["time"].values) != stats
+
+
+# ---------------------------------------------------------------- dataset
+
+
+def test_dataset_items_collate_and_normalisation(setup):
+    tables, periods, stats, train, _ = setup
+    inputs, targets, st_targets = train[0]
+    c, h, w = len(stats["grid"]["channels"]), 16, 32
+    assert targets.shape == (2, c, h, w) and st_targets.shape == (2, 300, 4)
+    assert set(inputs) == {"climatology", *[f"{s}{lag}" for s in ("synop", "temp", "aircraft", "satellite") for lag in ("", "_lag1")]}
+    assert inputs["synop"]["values"].shape == (300, 4) and inputs["synop"]["latitude"].shape == (300,)
+    assert "pressure" in inputs["temp"] and "pressure" not in inputs["synop"]
+    # the window (t0 - 6 h, t0]: satellite obs stamped t - 1 h belong to the window ending at t
+    t0 = train.init_times[0]
+    sat = prepare_table(tables["satellite"], name="satellite")[0]
+    assert inputs["satellite"]["latitude"].shape[0] == int(((sat["time"] > t0 - pd.Timedelta(hours=6)) & (sat["time"] <= t0)).sum())
+    # normalised obs of the training windows: O(1) anomalies
+    vals = torch.cat([train[i][0]["synop"]["values"] for i in range(len(train))])
+    assert vals.nanmean(0).abs().max() < 0.5 and (vals.std(0) - 1).abs().max() < 0.5
+    # station targets: the truth at init + 6 h interpolated to the stations
+    syn = tables["synop"].drop_duplicates("station_id")
+    t1 = t0 + pd.Timedelta(hours=6)
+    ps = syn.assign(time=t1)["surface_air_pressure"]  # noisy obs; the target is the noise-free truth
+    phys = train.denormalise(st_targets[0], channel_axis=-1, channels=train.station_channels)
+    assert train.station_channels[0] == "surface_air_pressure"
+    assert float((phys[:, 0] - torch.tensor(ps.to_numpy())).abs().median()) < 500.0
+    # collate pads with a mask
+    batch = collate_obs([train[i] for i in range(3)])
+    x, y, ys = batch
+    assert y.shape == (3, 2, c, h, w) and ys.shape == (3, 2, 300, 4)
+    for key, obs in x.items():
+        if isinstance(obs, dict):
+            n = [train[i][0][key]["latitude"].shape[0] for i in range(3)]
+            assert obs["mask"].shape == (3, max(n)) and obs["mask"].sum(1).tolist() == n
+            assert torch.isnan(obs["values"][~obs["mask"]]).all()
+    assert x["climatology"].shape == (3, c + 2, h, w)
+
+
+def test_dataset_rejects_missing_truth(setup, nature):
+    tables, periods, stats, *_ = setup
+    with pytest.raises(ValueError, match="truth times"):
+        ObsWindowDataset(tables, nature, periods[1]["init_times"][-1:], stats, n_steps=50)
+
+
+# ---------------------------------------------------------------- model, cache, training
+
+
+def test_cached_features_match_model_forward(setup):
+    _, _, stats, train, _ = setup
+    torch.manual_seed(0)
+    model = ObsCastModel(**osse_model_args(stats, train.station_channels, history=2, **SMALL)).eval()
+    with torch.no_grad():  # make the zero-initialised output layers non-trivial
+        for name, p in model.named_parameters():
+            if "lengthscale" not in name:
+                p.add_(0.01 * torch.randn_like(p))
+    cache = FeatureCache(model, [train])
+    idx = [0, 1, 2]
+    inputs, _, _ = collate_obs([train[i] for i in idx])
+    points = train.station_points(len(idx))
+    with torch.no_grad():
+        ref = model(inputs, n_steps=2, station_points=points)
+        latent = model.fuse(cache.encode(model, train, idx))
+        got = model.forecast(latent, 2, points, residual=train.static.expand(len(idx), -1, -1, -1))
+    torch.testing.assert_close(got["grid"], ref["grid"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["stations"], ref["stations"], rtol=1e-5, atol=1e-5)
+
+
+def test_training_lowers_validation_loss_and_evaluates(setup):
+    _, _, stats, train, val = setup
+    args = osse_model_args(stats, train.station_channels, history=2, **SMALL)
+    torch.manual_seed(0)
+    untrained = ObsCastModel(**args)
+    cache = FeatureCache(untrained, [train, val])
+    before = validation_loss(untrained, val, 2, cache)
+    records = []
+    model, hist = train_osse(
+        args, train, val, epochs=4, lr=3e-3, batch_size=2, rollout_schedule=(1, 2), station_points=64,
+        cache=cache, device="cpu", progress=records.append,
+    )
+    assert len(records) == 4 and [r["rollout"] for r in records] == [1, 2, 2, 2]
+    best = min(r["val_loss"] for r in records)
+    assert best < 0.9 * before
+    assert hist["best_epoch"] == 1 + int(np.argmin([r["val_loss"] for r in records]))
+    assert not model.training
+    assert all(p.requires_grad for p in model.parameters())
+    # evaluation: end to end on the observations, and the same through the cache
+    clim = gridpoint_climatology(train)
+    res = evaluate(model, val, 2, climatology=clim, device="cpu", max_stations=50)
+    assert res["lead_hours"] == [6.0, 12.0] and res["n_inits"] == len(val)
+    for k in ("model", "persistence", "climatology"):
+        arr = np.asarray(res["rmse"][k])
+        assert arr.shape == (len(train.channels), 2) and np.isfinite(arr).all()
+    assert (np.asarray(res["rmse"]["persistence"]) > 0).all()
+    assert set(res["station_rmse"]) == {"decoder", "interpolated", "persistence"} and res["n_stations"] == 50
+    cached = evaluate(model, val, 2, climatology=clim, device="cpu", max_stations=50, cache=cache)
+    np.testing.assert_allclose(cached["rmse"]["model"], res["rmse"]["model"], rtol=1e-3)
+    table = skill_table(res, ["surface_air_pressure"])
+    assert list(table["lead_hours"]) == [6.0, 12.0] and "station_decoder" in table
+    json.dumps(res)
