@@ -74,9 +74,6 @@ class Normaliser:
         std = data.std(axis=axes, dtype=np.float64)
         return cls(mean.astype("float32"), np.maximum(std, 1e-6).astype("float32"))
 
-    def _shape(self, x, ndim_after: int):
-        return (-1,) + (1,) * ndim_after
-
     def normalise(self, x, channel_axis: int = -3):
         """Standardise an array or tensor whose channel axis is ``channel_axis``."""
         return (x - self._b(x, channel_axis, self.mean)) / self._b(x, channel_axis, self.std)

@@ -39,8 +39,7 @@ class VerificationResult:
 
     def to_dataset(self) -> xr.Dataset:
         """All scores in one Dataset with a ``system`` dim, for ``scores.zarr``."""
-        grid = xr.concat([self.gridded[s] for s in SYSTEMS], dim=pd.Index(list(SYSTEMS), name="system"))
-        ds = grid.rename({"rmse": "rmse", "bias": "bias"})
+        ds = xr.concat([self.gridded[s] for s in SYSTEMS], dim=pd.Index(list(SYSTEMS), name="system"))
         if self.stations:
             names = list(self.stations)
             st = xr.concat([self.stations[s] for s in names], dim=pd.Index(names, name="station_system"))
