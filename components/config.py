@@ -159,6 +159,15 @@ class VerifyConfig(_Strict):
     variables: list[str] | None = None
 
 
+class RetrainConfig(_Strict):
+    """``obscast retrain``: a challenger warm-started from the champion and the promotion gate
+    (components/promotion.py: score = mean over channels and lead times of RMSE / climatology RMSE)."""
+
+    margin: float = Field(default=0.01, ge=0.0, lt=1.0, description="required relative score improvement (0.01 = 1 %)")
+    epochs: int | None = Field(default=None, gt=0, description="challenger epochs (None: train.epochs)")
+    learning_rate: float | None = Field(default=None, gt=0, description="challenger learning rate (None: train.learning_rate)")
+
+
 class Period(_Strict):
     """A closed time interval ``[start, end]`` (UTC)."""
 
@@ -240,6 +249,7 @@ class Config(BaseSettings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     osse: OsseConfig | None = None
 
     @classmethod

@@ -15,6 +15,15 @@ persistence and climatology at long leads (autoregression continues beyond the t
 Source dropout (GraphDOP, Alexe et al. 2024, arXiv:2412.15687) hides whole observation sources
 per sample, so the model copes with outages and does not lean on a single source.
 
+Cycling (``cycling=True`` in :func:`osse_model_args`): one window of sparse observations cannot
+pin down the global state better than the truth changes in 6 h, so a forecast from it loses to
+persistence at short leads. As in NWP data assimilation, each analysis therefore also takes a
+background, the model's own one-step (6 h) forecast from the previous analysis, as a gridded
+normalised anomaly encoded like a gridded source (:func:`cycle_analyses`). Training runs
+``batch_size`` parallel cycles through contiguous stretches of the training period, one optimiser step per cycle, with the background detached
+between cycles (truncated backpropagation through time of one cycle); verification runs the
+cycle continuously through the test period after a spin-up.
+
 :func:`evaluate` gives WeatherBench 2-style scores (Rasp et al. 2024, JAMES 16, e2023MS004019):
 ``RMSE(lead) = sqrt(mean_inits mean_ij w_i (f - o)^2)`` in physical units, with persistence
 (truth at init) and the training-period mean per grid point (climatology) as baselines, and,
@@ -45,8 +54,6 @@ from components.obs_datasets import (
     static_source_spec,
 )
 from encoders.setconv import SetConvEncoder
-from processor.interp import gaussian_scatter
-from processor.layers import masked_fill_nan
 from processor.model import ObsCastModel
 
 
@@ -79,7 +86,8 @@ def osse_model_args(
     encoder_hidden: int = 64,
     lengthscale_km: float | None = None,
     station_lengthscale_km: float | None = None,
-    station_residual: bool = True,
+    station_residual: bool | str = True,
+    cycling: bool = False,
 ) -> dict[str, Any]:
     """Constructor arguments of :class:`ObsCastModel` for an OSSE (JSON-ready).
 
@@ -98,9 +106,13 @@ def osse_model_args(
         Hidden width of the SetConv MLPs.
     lengthscale_km, station_lengthscale_km : float, optional
         Initial kernel lengthscales (defaults of the encoders/decoder).
-    station_residual : bool
-        Add the climatology at the stations to the station decoder's output (the decoder then
-        learns anomalies, as the gridded one does).
+    station_residual : bool or {"forecast"}
+        True: add the climatology at the stations to the station decoder's output (the decoder
+        then learns anomalies, as the gridded one does); ``"forecast"``: add the gridded
+        forecast interpolated to the stations (the decoder learns a correction to it).
+    cycling : bool
+        Cycled analysis: the previous cycle's one-step forecast (gridded normalised anomaly)
+        is the background of the next analysis (see :class:`ObsCastModel`, :func:`cycle_analyses`).
 
     Returns
     -------
@@ -131,7 +143,8 @@ def osse_model_args(
         "station_variables": list(station_channels),
         "station_lengthscale_km": station_lengthscale_km,
         "residual_source": STATIC_SOURCE,
-        **({"station_residual": True} if station_residual else {}),
+        **({"station_residual": station_residual} if station_residual else {}),
+        **({"cycling": True} if cycling else {}),
     }
 
 
@@ -147,51 +160,8 @@ def _split_key(key: str) -> tuple[str, int]:
     return (name, int(lag)) if sep and lag.isdigit() else (key, 0)
 
 
-def setconv_features(encoder: SetConvEncoder, obs: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input of a SetConv encoder's MLP and its density, i.e. everything before the MLP.
-
-    ``encoder.mlp(x)`` with ``x, density = setconv_features(encoder, obs)`` equals
-    ``encoder(obs)`` (this mirrors :meth:`encoders.setconv.SetConvEncoder.forward`; a test checks
-    the two agree). With the kernel lengthscale frozen, ``x`` depends on the observations only,
-    so it can be computed once per window and cached (:class:`FeatureCache`): the Gaussian
-    scatter of thousands of points onto every latent cell dominates a CPU training step otherwise.
-
-    Returns
-    -------
-    x : torch.Tensor
-        (batch, 2 * n_channels, lat, lon): ``log1p`` densities then normalised values.
-    density : torch.Tensor
-        (batch, 1, lat, lon).
-    """
-    lat, lon, values = obs["latitude"], obs["longitude"], obs["values"]
-    device = encoder.grid_xyz.device
-    if values.ndim != 3 or values.shape[-1] != len(encoder.variables):
-        raise ValueError(f"values must be (batch, points, {len(encoder.variables)}), got {tuple(values.shape)}")
-    lat = lat.to(device=device, dtype=torch.float32)
-    lon = lon.to(device=device, dtype=torch.float32)
-    values, valid = masked_fill_nan(values.to(device=device, dtype=torch.float32))
-    point_ok = torch.isfinite(lat) & torch.isfinite(lon)
-    if obs.get("mask") is not None:
-        point_ok = point_ok & obs["mask"].to(device=device, dtype=torch.bool)
-    valid = valid * point_ok[..., None]
-    onehot = encoder._layer_onehot(obs, lat.shape, device)
-    if onehot is not None:
-        valid = (valid[..., :, None] * onehot[..., None, :]).flatten(-2)
-        values = values.repeat_interleave(len(encoder.pressure_levels), dim=-1)
-    any_valid = (valid.sum(-1, keepdim=True) > 0).to(valid.dtype)
-    features = torch.cat([valid, valid * values, any_valid], dim=-1)
-    zero = torch.zeros((), device=device)
-    lat, lon = torch.where(point_ok, lat, zero), torch.where(point_ok, lon, zero)
-    sums = gaussian_scatter(lat, lon, features, encoder.grid_xyz, encoder.lengthscale())
-    c = encoder.n_channels
-    dens, weighted = sums[:, :c], sums[:, c : 2 * c]
-    x = torch.cat([torch.log1p(dens), weighted / (dens + encoder.eps)], dim=1)
-    h, w = encoder.grid.shape
-    return x.reshape(x.shape[0], 2 * c, h, w), sums[:, 2 * c :].reshape(-1, 1, h, w)
-
-
 class FeatureCache:
-    """SetConv features (:func:`setconv_features`) of every observation window, per source.
+    """SetConv features (:meth:`SetConvEncoder.features`, the input of its MLP) of every observation window, per source.
 
     The kernel lengthscales of the model's SetConv encoders are frozen (``requires_grad``
     False) when the cache is built: they stay at their initial values, the encoders' MLPs still
@@ -245,7 +215,7 @@ class FeatureCache:
                 for i in range(0, len(ends), batch_size):
                     chunk = ends[i : i + batch_size]
                     obs = pad_obs([owner[e].observations(name, e) for e in chunk])
-                    x, den = setconv_features(ref, obs)
+                    x, den = ref.features(obs)
                     xs.append(x.cpu())
                     ds_.append(den.cpu())
             h, w = ref.grid.shape
@@ -315,13 +285,20 @@ def _batch_loss(
     device: torch.device,
     keep: Mapping[str, torch.Tensor] | None = None,
     analysis_weight: float = 0.0,
-) -> tuple[torch.Tensor, float, float]:
+    background: torch.Tensor | None = None,
+    latent: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, float, float, torch.Tensor | None]:
     """Loss of one batch: lat-weighted grid MSE + station_weight * station MSE (normalised)
-    + analysis_weight * lat-weighted MSE of the decoded initial state against the truth at init."""
+    + analysis_weight * lat-weighted MSE of the decoded initial state against the truth at init.
+
+    ``background`` is the cycling background (see :meth:`ObsCastModel.fuse`); ``latent``, if
+    given, replaces the fused initial state (e.g. from :func:`cycle_analyses`). Also returns
+    the next cycle's background (None without cycling)."""
     targets, st_targets = data.targets(indices, n_steps)
     targets = targets.to(device)
     b = len(indices)
-    latent = model.fuse(cache.encode(model, data, indices, keep, device))
+    if latent is None:
+        latent = model.fuse(cache.encode(model, data, indices, keep, device), background=background)
     points = None
     if station_idx is not None and station_weight > 0:
         points = (data.station_latitude[station_idx].to(device).expand(b, -1), data.station_longitude[station_idx].to(device).expand(b, -1))
@@ -337,7 +314,75 @@ def _batch_loss(
         st_loss = ((out["stations"] - st_targets[:, :, station_idx].to(device)) ** 2).mean()
         loss = loss + station_weight * st_loss
         st = float(st_loss.detach())
-    return loss, float(grid_loss.detach()), st
+    return loss, float(grid_loss.detach()), st, out.get("background")
+
+
+def _consecutive(data: ObsWindowDataset) -> np.ndarray:
+    """(n,) bool: sample i's init time is one window after sample i - 1's (False for i = 0)."""
+    t = data.init_times.asi8
+    ok = np.zeros(len(t), bool)
+    ok[1:] = np.diff(t) == int(data.window.value)
+    return ok
+
+
+@torch.no_grad()
+def cycle_analyses(
+    model: ObsCastModel,
+    data: ObsWindowDataset,
+    cache: FeatureCache | None = None,
+    keep: Mapping[str, float] | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Run the analysis cycle through ``data``'s init times in order (one window per cycle).
+
+    Cycle i fuses the observations of the window ending at init time i with the background,
+    the model's one-step forecast from analysis i - 1 (:meth:`ObsCastModel.next_background`;
+    a cold start, zero background = the climatology, at the first init and after any gap in
+    the init times). This is the learned analogue of cycled data assimilation (e.g. Kalnay 2003, *Atmospheric Modeling, Data Assimilation and
+    Predictability*, ch. 5): information from earlier windows is carried by the background.
+
+    Parameters
+    ----------
+    model : ObsCastModel
+        With ``cycling`` (without, every analysis is a cold one, i.e. plain :meth:`~ObsCastModel.fuse`).
+    data : ObsWindowDataset
+        Init times in increasing order.
+    cache : FeatureCache, optional
+        Cached SetConv features of ``data``'s windows; default: run the encoders on the
+        observations.
+    keep : mapping, optional
+        Source name -> 0.0 hides that source in every cycle (as source dropout does).
+    device : str or torch.device
+
+    Returns
+    -------
+    torch.Tensor
+        (n_inits, latent_channels, lat, lon) analyses (CPU).
+    """
+    dev = torch.device(device)
+    model = model.to(dev)
+    was_training = model.training
+    model.eval()
+    new = _consecutive(data)
+    masks = None if not keep else {k: torch.tensor([float(v)]) for k, v in keep.items()}
+    out, bg = [], None
+    for i in range(len(data)):
+        if not new[i]:
+            bg = None
+        if cache is not None:
+            encoded = cache.encode(model, data, [i], masks, dev)
+            latent = model.fuse(encoded, background=bg)
+        else:
+            inputs, _, _ = collate_obs([data[i]])
+            for k, v in inputs.items():  # a hidden source: no valid point, as a zero keep mask
+                if masks and isinstance(v, dict) and masks.get(_split_key(k)[0], torch.ones(1)).item() == 0:
+                    v["mask"] = torch.zeros_like(v["mask"])
+            latent = model.encode(_to_device(inputs, dev), background=bg)
+        out.append(latent.cpu())
+        if model.cycling:
+            bg = model.next_background(latent)
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 def _station_subset(n: int, max_stations: int | None) -> torch.Tensor | None:
@@ -376,6 +421,8 @@ def train_osse(
     max_seconds: float | None = None,
     cache: FeatureCache | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    spinup_cycles: int = 4,
+    init_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[ObsCastModel, dict[str, Any]]:
     """Train encoders, processor and decoders end to end on OSSE samples.
 
@@ -424,8 +471,18 @@ def train_osse(
     cache : FeatureCache, optional
         Features of the windows of both datasets, built by this function if not given (its
         time is reported in ``history["cache_seconds"]``).
+    init_state : dict, optional
+        State dict to start from (warm start, e.g. the champion's weights for a retrain); it
+        must fit ``model_args``.
     progress : callable, optional
         Called after each epoch with that epoch's history record.
+    spinup_cycles : int
+        Cycling models only (``model_args["cycling"]``): training then runs ``batch_size``
+        parallel analysis cycles, each through a contiguous stretch of the training inits
+        (random phase per epoch), one optimiser step per cycle; the background of each cycle is
+        the previous cycle's one-step forecast, detached (truncated backpropagation through
+        time of one cycle). The first ``spinup_cycles`` cycles of each stretch only spin the
+        background up (no optimiser step).
 
     Returns
     -------
@@ -440,7 +497,8 @@ def train_osse(
     Raises
     ------
     ValueError
-        If a rollout exceeds the targets of ``train_data``.
+        If a rollout exceeds the targets of ``train_data``, or a cycling model's training inits
+        are not consecutive windows or too few for ``spinup_cycles``.
     """
     dev = select_device(device)
     torch.manual_seed(seed)
@@ -448,7 +506,10 @@ def train_osse(
     longest = max([rollout_schedule] if isinstance(rollout_schedule, int) else list(rollout_schedule))
     if longest > train_data.n_steps:
         raise ValueError(f"rollout {longest} exceeds the {train_data.n_steps} target steps of the training data")
-    model = ObsCastModel(**copy.deepcopy(dict(model_args))).to(dev)
+    model = ObsCastModel(**copy.deepcopy(dict(model_args)))
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(dev)
     if cache is None:
         cache = FeatureCache(model, [d for d in (train_data, val_data) if d is not None])
     else:
@@ -459,6 +520,15 @@ def train_osse(
     n_st = len(train_data.station_latitude)
     n = len(train_data)
     n_batches = max(1, n // batch_size)
+    cycling = bool(model_args.get("cycling"))
+    if cycling:
+        if not _consecutive(train_data)[1:].all():
+            raise ValueError("cycling training needs consecutive training init times (one window apart)")
+        n_streams = min(batch_size, max(1, n // (spinup_cycles + 1)))
+        stream_len = n // n_streams
+        if stream_len <= spinup_cycles:
+            raise ValueError(f"{n} training inits are too few for {spinup_cycles} spin-up cycles")
+        n_batches = stream_len - spinup_cycles
     total_steps = max(1, epochs * n_batches)
     warmup = min(50, total_steps // 10 + 1)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -479,11 +549,27 @@ def train_osse(
         tot = grid_tot = st_tot = 0.0
         count = 0
         perm = torch.randperm(n, generator=gen).tolist()
+        background = None
+        if cycling:
+            phase = int(torch.randint(n - n_streams * stream_len + 1, (1,), generator=gen))
+            starts = [phase + k * stream_len for k in range(n_streams)]
+            with torch.no_grad():
+                for c in range(spinup_cycles):
+                    idx = [s0 + c for s0 in starts]
+                    background = model.fuse(cache.encode(model, train_data, idx, None, dev), background=background)
+                    background = model.next_background(background)
         for bi in range(n_batches):
-            idx = perm[bi * batch_size : (bi + 1) * batch_size] if n >= batch_size else perm
+            if cycling:
+                idx = [s0 + spinup_cycles + bi for s0 in starts]
+            else:
+                idx = perm[bi * batch_size : (bi + 1) * batch_size] if n >= batch_size else perm
             st_idx = torch.randperm(n_st, generator=gen)[:station_points] if station_points and n_st else None
             keep = _keep_masks(names, len(idx), source_dropout, gen) if source_dropout > 0 and names else None
-            loss, gl, sl = _batch_loss(model, cache, train_data, idx, n_steps, weights, st_idx, station_weight, dev, keep, analysis_weight)
+            loss, gl, sl, background = _batch_loss(
+                model, cache, train_data, idx, n_steps, weights, st_idx, station_weight, dev, keep, analysis_weight, background
+            )
+            if background is not None:
+                background = background.detach()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip:
@@ -539,16 +625,19 @@ def validation_loss(
     max_stations: int = 512,
 ) -> float:
     """The training loss (no dropout; a fixed, evenly spaced subset of at most ``max_stations``
-    stations) averaged over ``data`` at rollout ``n_steps``."""
+    stations) averaged over ``data`` at rollout ``n_steps``; a cycling model cycles through
+    ``data`` from a cold start (:func:`cycle_analyses`)."""
     dev = torch.device(device)
     was_training = model.training
     model.eval()
     weights = _lat_weights(data.out_latitude, dev)
     st_idx = _station_subset(len(data.station_latitude), max_stations)
+    analyses = cycle_analyses(model, data, cache, device=dev) if model.cycling else None
     tot = 0.0
     for i in range(0, len(data), batch_size):
         idx = list(range(i, min(len(data), i + batch_size)))
-        loss, _, _ = _batch_loss(model, cache, data, idx, n_steps, weights, st_idx, station_weight, dev)
+        latent = None if analyses is None else analyses[idx].to(dev)
+        loss, _, _, _ = _batch_loss(model, cache, data, idx, n_steps, weights, st_idx, station_weight, dev, latent=latent)
         tot += float(loss) * len(idx)
     model.train(was_training)
     return tot / max(len(data), 1)
@@ -571,8 +660,14 @@ def evaluate(
     device: str = "auto",
     max_stations: int | None = 1000,
     cache: FeatureCache | None = None,
+    spinup: int = 0,
+    keep: Mapping[str, float] | None = None,
+    every: int = 1,
 ) -> dict[str, Any]:
     """Latitude-weighted RMSE per channel and lead of the model and of the baselines.
+
+    A cycling model (``model.cycling``) runs the analysis cycle continuously through ``data``'s
+    inits (:func:`cycle_analyses`) and forecasts from each analysis.
 
     Parameters
     ----------
@@ -593,6 +688,12 @@ def evaluate(
     cache : FeatureCache, optional
         Use cached SetConv features of ``data``'s windows (same result, faster); default: run
         the model on the observations (:meth:`ObsCastModel.forward`).
+    spinup : int
+        The first ``spinup`` inits are not scored (they spin up a cycling model's background).
+    keep : mapping, optional
+        Source name -> 0.0 withholds that source (cycling models only).
+    every : int
+        Score every ``every``-th init after the spin-up (the cycle still runs through all).
 
     Returns
     -------
@@ -605,13 +706,20 @@ def evaluate(
     Raises
     ------
     ValueError
-        If ``n_steps`` exceeds ``data.n_steps``.
+        If ``n_steps`` exceeds ``data.n_steps``, ``spinup`` leaves no init to score, or
+        ``keep`` is given for a model without cycling.
     """
     n_steps = data.n_steps if n_steps is None else int(n_steps)
     if n_steps > data.n_steps:
         raise ValueError(f"n_steps {n_steps} exceeds the {data.n_steps} target steps of the data")
+    if not 0 <= spinup < len(data):
+        raise ValueError(f"spinup {spinup} must leave inits to score among the {len(data)}")
+    if keep and not model.cycling:
+        raise ValueError("keep (withholding by mask) needs a cycling model; build a dataset without the source instead")
     dev = select_device(device)
     model = model.to(dev).eval()
+    analyses = cycle_analyses(model, data, cache, keep, dev) if model.cycling else None
+    scored = list(range(spinup, len(data), max(1, int(every))))
     w = np.cos(np.deg2rad(data.out_latitude)).clip(0)
     w = torch.as_tensor(w / w.mean(), dtype=torch.float64).view(1, 1, 1, -1, 1)
     C, L = len(data.channels), n_steps
@@ -625,11 +733,13 @@ def evaluate(
     clim = None if climatology is None else torch.as_tensor(climatology, dtype=torch.float64)
     st_kw = {"channel_axis": -1, "channels": data.station_channels}
     n = 0
-    for i in range(0, len(data), batch_size):
-        idx = list(range(i, min(len(data), i + batch_size)))
+    for i in range(0, len(scored), batch_size):
+        idx = scored[i : i + batch_size]
         b = len(idx)
         points = None if st_idx is None else (slat.expand(b, -1).to(dev), slon.expand(b, -1).to(dev))
-        if cache is not None:
+        if analyses is not None:
+            out = model.forecast(analyses[idx].to(dev), n_steps, points, residual=data.static.to(dev).expand(b, -1, -1, -1))
+        elif cache is not None:
             latent = model.fuse(cache.encode(model, data, idx, device=dev))
             out = model.forecast(latent, n_steps, points, residual=data.static.to(dev).expand(b, -1, -1, -1))
         else:
@@ -687,7 +797,7 @@ def skill_table(result: Mapping[str, Any], channels: Sequence[str] | None = None
 
 __all__ = [
     "FeatureCache",
-    "setconv_features",
+    "cycle_analyses",
     "evaluate",
     "gridpoint_climatology",
     "osse_model_args",

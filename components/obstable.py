@@ -6,7 +6,9 @@ rows) and, beside it, a window index ``<table>.index.json``: for each ingested w
 index is the commit record: it is replaced (one atomic object write) only after the window's rows
 are written, so rows beyond the indexed count are leftovers of an interrupted write and are cut
 off before the next append. It is a separate object, not the group's attributes, because an
-xarray append rewrites the group's attributes.
+xarray append rewrites the group's attributes. Appenders take the table's lock ``<table>.lock``
+(see :mod:`components.locking`), so several processes (two backfills, an ingest and a backfill)
+can write to one table at once without corrupting it.
 
 Within a window rows are sorted by time; windows lie in the order they were ingested, and the
 index lets a reader fetch a time range as a few contiguous row slices, all columns of a row
@@ -134,17 +136,37 @@ class ObsTable:
         left beyond the index by an interrupted write are cut off first; then the new windows'
         rows are appended (in the order given) and only then recorded in the index.
 
+        Safe with concurrent writers (threads, processes, hosts): the cut-off, the append and
+        the index update happen under the table's lock ``<table>.lock``
+        (:func:`components.locking.store_lock`), after the index is read again. When every
+        window is stored already nothing is locked or written.
+
         Raises
         ------
         WindowConflictError
             If a window is stored already with different content (nothing is changed).
+        LockTimeout
+            If another writer holds the table's lock for more than 10 minutes.
         """
-        index = self.index()
+        prepared = [(key, rows.reset_index(drop=True)) for key, rows in windows.items()]
+        digests = [table_digest(rows) for _, rows in prepared]
+        results, new = self._plan(prepared, digests, self.index())
+        if not new:
+            return results
+        from components.locking import store_lock
+
+        with store_lock(self.store, self.path + ".lock"):
+            index = self.index()  # another writer may have committed windows meanwhile
+            results, new = self._plan(prepared, digests, index)
+            if new:
+                self._append(index, new)
+        return results
+
+    def _plan(self, prepared, digests, index) -> tuple[list[WriteResult], list[tuple[str, pd.DataFrame, str]]]:
+        """Which windows are new; raises WindowConflictError for a stored window with other content."""
         results: list[WriteResult] = []
         new: list[tuple[str, pd.DataFrame, str]] = []
-        for key, rows in windows.items():
-            rows = rows.reset_index(drop=True)
-            digest = table_digest(rows)
+        for (key, rows), digest in zip(prepared, digests):
             if key in index:
                 if index[key]["digest"] != digest:
                     raise WindowConflictError(
@@ -155,8 +177,10 @@ class ObsTable:
             else:
                 new.append((key, rows, digest))
                 results.append(WriteResult(key, "written", len(rows)))
-        if not new:
-            return results
+        return results, new
+
+    def _append(self, index: dict[str, dict], new: list[tuple[str, pd.DataFrame, str]]) -> None:
+        """Cut off uncommitted rows, append the new windows, then replace the index (under the lock)."""
         committed = sum(w["rows"] for w in index.values())
         block = pd.concat([rows for _, rows, _ in new], ignore_index=True)
         ds = _to_dataset(block)
@@ -188,7 +212,6 @@ class ObsTable:
             }
             row += len(rows)
         self.store.write_json({"columns": list(block.columns), "windows": index}, self.index_path)
-        return results
 
     def _truncate(self, n_rows: int) -> None:
         group = self._group(mode="r+")

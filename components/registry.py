@@ -118,6 +118,39 @@ def rollback(store: Store, name: str) -> dict[str, Any]:
     return new
 
 
+def update_metadata(store: Store, name: str, version: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Add or replace top-level keys of a version's ``metadata.json`` (e.g. a retrain decision).
+
+    The checkpoint is never touched; the metadata is rewritten as one object (atomically on
+    local disk), so the version stays complete.
+
+    Raises
+    ------
+    ObscastError
+        If the version does not exist (complete) in the registry.
+    """
+    if version not in list_versions(store, name):
+        raise ObscastError(f"{store.url('models', name)}: cannot update {version!r}: not a complete version")
+    meta = {**store.read_json("models", name, version, "metadata.json"), **fields, "name": name, "version": version}
+    store.write_json(meta, "models", name, version, "metadata.json")
+    return meta
+
+
+#: ``metadata["role"]`` of a version trained by ``obscast retrain`` (promoted or not).
+CHALLENGER = "challenger"
+
+
 def resolve_version(store: Store, name: str, version: str | None) -> str | None:
-    """The version to use: the one asked for, else the champion, else None (the newest)."""
-    return version or champion(store, name)
+    """The version to use: the one asked for, else the champion, else None (the newest).
+
+    Without a champion, retrain challengers (``metadata["role"] == "challenger"``) that were
+    never promoted are skipped: then the newest other version is returned, so an interrupted
+    retrain cannot put an unverified model into use.
+    """
+    if version or champion(store, name):
+        return version or champion(store, name)
+    versions = list_versions(store, name)
+    for v in reversed(versions):
+        if store.read_json("models", name, v, "metadata.json").get("role") != CHALLENGER:
+            return None if v == versions[-1] else v
+    return None

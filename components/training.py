@@ -17,6 +17,7 @@ import torch
 import xarray as xr
 
 from components.config import Config
+from components.errors import ConfigError
 from components.datasets import Normaliser, TransitionDataset, stack_channels
 from processor.model import ObsCastModel
 
@@ -91,6 +92,7 @@ def train(
     gridded: xr.Dataset,
     progress: Callable[[int, float], None] | None = None,
     epochs: int | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train a model on the transitions of the training members.
 
@@ -103,6 +105,9 @@ def train(
         Called as ``progress(epoch, mean_loss)`` after each epoch.
     epochs : int, optional
         Overrides ``config.train.epochs``.
+    init_state : dict, optional
+        Warm start: a state dict (e.g. the champion's checkpoint) loaded into the new model
+        before the first epoch; the model must have the same architecture and channels.
 
     Returns
     -------
@@ -113,6 +118,9 @@ def train(
     ------
     ValueError
         If a training member is not in the dataset or there is no full transition.
+    ConfigError
+        If ``init_state`` does not fit the model built from the configuration (``model:``
+        section or channels changed since that checkpoint was trained).
     """
     tc = config.train
     torch.manual_seed(tc.seed)
@@ -131,6 +139,12 @@ def train(
     device = select_device(tc.device)
     lat, lon = np.array(gridded["latitude"].values), np.array(gridded["longitude"].values)
     model = build_model(model_args(config, channels, lat, lon)).to(device)
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state)
+        except RuntimeError as exc:
+            raise ConfigError(f"model: the configured model does not fit the warm-start checkpoint (architecture or channels "
+                              f"changed?): {str(exc).splitlines()[0]}") from exc
     optimiser = torch.optim.AdamW(model.parameters(), lr=tc.learning_rate)
     n_epochs = epochs or tc.epochs
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=n_epochs)

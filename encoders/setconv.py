@@ -154,29 +154,30 @@ class SetConvEncoder(nn.Module):
         onehot = nn.functional.one_hot(layer, len(self.pressure_levels)).to(torch.float32)
         return onehot * ok[..., None]
 
-    def forward(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode observations.
+    def features(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Everything of :meth:`forward` before the MLP: the Gaussian scatter of the observations.
+
+        ``self.mlp(x)`` with ``x, density = self.features(obs)`` is ``forward(obs)``. With the
+        kernel lengthscale frozen, ``x`` depends on the observations only and can be cached
+        (:class:`components.obs_training.FeatureCache`).
 
         Parameters
         ----------
         obs : dict
-            ``latitude``, ``longitude``: (batch, points) degrees; ``values``: (batch, points,
-            variables), normalised, NaN where missing; optional ``mask``: (batch, points) bool,
-            False for padding; with ``pressure_levels``: ``pressure`` (batch, points) Pa and/or
-            ``height`` (batch, points) m, used where pressure is NaN. Points with non-finite
-            coordinates or no usable pressure are ignored. ``points`` may be 0.
+            As :meth:`forward`.
 
         Returns
         -------
-        latent : torch.Tensor
-            (batch, out_channels, lat, lon); exactly 0 where no observation reaches.
+        x : torch.Tensor
+            (batch, 2 * n_channels, lat, lon): ``log1p(sum_n w)`` per channel, then the
+            normalised values ``sum_n w v / (sum_n w + eps)``.
         density : torch.Tensor
             (batch, 1, lat, lon): ``sum_n w`` over points with at least one valid value.
 
         Raises
         ------
         ValueError
-            If ``values`` does not have one column per variable, or pressure is required but absent.
+            As :meth:`forward`.
         """
         lat, lon, values = obs["latitude"], obs["longitude"], obs["values"]
         device = self.grid_xyz.device
@@ -202,5 +203,31 @@ class SetConvEncoder(nn.Module):
         dens, weighted = sums[:, :c], sums[:, c : 2 * c]
         x = torch.cat([torch.log1p(dens), weighted / (dens + self.eps)], dim=1)
         h, w = self.grid.shape
-        latent = self.mlp(x.reshape(x.shape[0], 2 * c, h, w))
-        return latent, sums[:, 2 * c :].reshape(-1, 1, h, w)
+        return x.reshape(x.shape[0], 2 * c, h, w), sums[:, 2 * c :].reshape(-1, 1, h, w)
+
+    def forward(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode observations.
+
+        Parameters
+        ----------
+        obs : dict
+            ``latitude``, ``longitude``: (batch, points) degrees; ``values``: (batch, points,
+            variables), normalised, NaN where missing; optional ``mask``: (batch, points) bool,
+            False for padding; with ``pressure_levels``: ``pressure`` (batch, points) Pa and/or
+            ``height`` (batch, points) m, used where pressure is NaN. Points with non-finite
+            coordinates or no usable pressure are ignored. ``points`` may be 0.
+
+        Returns
+        -------
+        latent : torch.Tensor
+            (batch, out_channels, lat, lon); exactly 0 where no observation reaches.
+        density : torch.Tensor
+            (batch, 1, lat, lon): ``sum_n w`` over points with at least one valid value.
+
+        Raises
+        ------
+        ValueError
+            If ``values`` does not have one column per variable, or pressure is required but absent.
+        """
+        x, density = self.features(obs)
+        return self.mlp(x), density

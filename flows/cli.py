@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p = sub.add_parser("ingest", help="read raw BUFR/GRIB into the store, with QC", description="Ingest every configured observation source and gridded dataset into zarr, with QC and quarantine.")
     _common(p)
+    p = sub.add_parser("backfill", help="ingest one source over a time range, window by window",
+                       description="Ingest one observation source over (START, END], window by window (ingest.window), skipping the "
+                       "windows already stored; windows are read in parallel (--workers N: a Dask cluster of N processes).")
+    _common(p)
+    p.add_argument("--source", required=True, help="a source name of the configuration (sources.<name>)")
+    p.add_argument("--start", required=True, help="UTC time, ISO 8601, e.g. 2000-01-01T00:00 (exclusive)")
+    p.add_argument("--end", required=True, help="UTC time, ISO 8601 (inclusive); whole windows overlapping (start, end] are ingested")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: no Dask)")
     p = sub.add_parser("train", help="train encoders, processor and decoders", description="Train a new model version on the gridded dataset's transitions and save it to the model registry.")
     _common(p)
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
@@ -43,10 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--init-time", default=None, help="init time, ISO 8601 (default: from the configuration)")
     p.add_argument("--steps", type=int, default=None, help="number of processor steps (lead times)")
-    p.add_argument("--version", default=None, help="model version (default: the newest)")
+    p.add_argument("--version", default=None, help="model version (default: the champion, else the newest)")
     p = sub.add_parser("verify", help="score the model against persistence and climatology", description="Latitude-weighted RMSE and bias per variable and lead time on held-out members; writes a table, a plot and a Prefect artifact.")
     _common(p)
-    p.add_argument("--version", default=None, help="model version (default: the newest)")
+    p.add_argument("--version", default=None, help="model version (default: the champion, else the newest)")
+    p = sub.add_parser("retrain", help="train a challenger, promote it only if it beats the champion",
+                       description="Train a challenger warm-started from the champion, verify both on the same test set and promote "
+                       "the challenger only if its normalised RMSE is lower by more than the margin (retrain: in the configuration).")
+    _common(p)
+    p.add_argument("--epochs", type=int, default=None, help="override retrain.epochs (default: train.epochs)")
+    p.add_argument("--margin", type=float, default=None, help="override retrain.margin, the required relative improvement (0.01 = 1 %%)")
+    p.add_argument("--learning-rate", type=float, default=None, help="override retrain.learning_rate (default: train.learning_rate)")
     p = sub.add_parser("models", help="the model registry: list, show, promote, rollback", description="Inspect the model registry and choose the champion that forecasts use.")
     msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("list", "versions with their training loss and the champion"), ("show", "one version's metadata"),
@@ -55,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
         _common(q)
         if action in ("show", "promote"):
             q.add_argument("version", help="model version, e.g. v0002")
+    p = sub.add_parser("serve", help="serve the deployments of infra/prefect.yaml on the server at PREFECT_API_URL",
+                       description="Register the deployments of infra/prefect.yaml (cron schedules, parameter defaults, concurrency "
+                       "limits) with the Prefect server at PREFECT_API_URL and run their flow runs until Ctrl-C. No work pool needed.")
+    _common(p)
+    p.add_argument("--deployment", "-d", action="append", default=None, metavar="NAME",
+                   help="serve only this deployment (verify/daily, verify or daily); repeatable; default: all")
+    p.add_argument("--paused-schedules", action="store_true", help="declare the schedules inactive: runs start only when triggered")
+    p.add_argument("--limit", type=int, default=None, help="most flow runs at a time in this process (default: no limit)")
+    p.add_argument("--prefect-file", default=None, help="deployment file (default: infra/prefect.yaml)")
     return parser
 
 
@@ -85,6 +109,15 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     kw = {"config_path": args.config, "store": args.store}
     if args.command == "models":
         return _models(args), _describe_models
+    if args.command == "serve":
+        from infra.deploy import PREFECT_FILE, serve_deployments
+
+        # --config/--store become the deployments' parameter defaults (absolute: runs may start elsewhere).
+        defaults = {"config_path": args.config and os.path.abspath(args.config),
+                    "store": args.store and (args.store if "://" in args.store else os.path.abspath(args.store))}
+        served = serve_deployments(args.deployment, {k: v for k, v in defaults.items() if v}, args.paused_schedules, args.limit,
+                                   args.prefect_file or PREFECT_FILE)
+        return served, lambda r: "stopped serving " + ", ".join(r)
     if args.command == "simulate":
         from flows.simulate import simulate_flow
 
@@ -93,6 +126,12 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
         from flows.ingest import ingest_flow
 
         return ingest_flow(**kw), _describe_ingest
+    if args.command == "backfill":
+        from flows.backfill import backfill_flow, check_request
+
+        check_request(load_config(args.config, {"store": args.store} if args.store else None), args.source, args.start, args.end,
+                      args.workers, args.config)  # one-line errors before any flow starts
+        return backfill_flow(**kw, source=args.source, start=args.start, end=args.end, workers=args.workers), _describe_backfill
     if args.command == "train":
         from flows.train import train_flow
 
@@ -101,6 +140,10 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
         from flows.forecast import forecast_flow
 
         return forecast_flow(**kw, init_time=args.init_time, n_steps=args.steps, version=args.version), _describe_outputs
+    if args.command == "retrain":
+        from flows.retrain import retrain_flow
+
+        return retrain_flow(**kw, epochs=args.epochs, margin=args.margin, learning_rate=args.learning_rate), _describe_retrain
     if args.command == "verify":
         from flows.verify import verify_flow
 
@@ -141,6 +184,17 @@ def _describe_models(result: dict[str, Any]) -> str:
         loss = "n/a" if row["final_loss"] is None else f"{row['final_loss']:.4f}"
         lines.append(f" {mark} {row['version']}  created {row['created']}  final loss {loss}  code {row['code_version']}")
     return "\n".join(lines)
+
+
+def _describe_retrain(result: dict[str, Any]) -> str:
+    return f"{result['markdown']}\nchallenger {result['challenger']}: {'promoted' if result['promoted'] else 'not promoted'}; " \
+           f"champion of {result['name']} is {result['champion']}\ndecision table: {result['table']}"
+
+
+def _describe_backfill(result: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in result["counts"].items() if v) or "no windows"
+    return (f"{result['source']}: {len(result['windows'])} windows in ({result['start']}, {result['end']}]: {counts} "
+            f"({result['scanned']} of {result['files']} files scanned) -> {result['obs']}")
 
 
 def _describe_ingest(result: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from components.datasets import stack_channels
 from components.errors import ObscastError
@@ -15,7 +14,7 @@ from components.forecasting import Forecaster, gridded_forecast_dataset, obs_bat
 from components.gridstore import open_gridded
 from components.obstable import ObsTable
 from components.storage import Store
-from flows.common import load, store_of, task
+from flows.common import IO_RETRIES, load, publish_products, store_of, task, write_products
 
 
 def station_positions(store: Store, source: str) -> pd.DataFrame:
@@ -26,7 +25,7 @@ def station_positions(store: Store, source: str) -> pd.DataFrame:
     return table.drop_duplicates("station_id")[["station_id", "latitude", "longitude"]].reset_index(drop=True)
 
 
-@task(name="gather-inputs")
+@task(name="gather-inputs", **IO_RETRIES)
 def gather_inputs(config, forecaster: Forecaster, init_time: pd.Timestamp) -> tuple[np.ndarray, dict[str, Any], dict[str, int]]:
     """The analysis at init time and the observation windows ``(init - window, init]`` per source."""
     st = store_of(config)
@@ -80,14 +79,14 @@ def forecast_flow(
                                    stations["longitude"].to_numpy(), init, forecaster.step, {**attrs, "stations_from": config.forecast.station_source})
     stem = init.strftime("%Y%m%dT%H%M")
     base = ("forecasts", meta["name"], meta["version"])
-    url = st.write_dataset(ds, *base, f"{stem}.zarr")
-    surl = st.write_dataset(sds, *base, f"{stem}.stations.zarr")
+    urls = write_products(config, base, {f"{stem}.zarr": ds, f"{stem}.stations.zarr": sds})
+    url, surl = urls[f"{stem}.zarr"], urls[f"{stem}.stations.zarr"]
     leads = [f"{int(h)} h" for h in pd.to_timedelta(ds["lead_time"].values) / pd.Timedelta(hours=1)]
     logger.info("forecast from %s, lead times %s, observations used %s", init, leads, counts)
-    create_markdown_artifact(
-        key="forecast-products",
-        markdown=f"## Forecast {init:%Y-%m-%d %H:%M} UTC\n\n- model {meta['name']} {meta['version']}\n- lead times: {', '.join(leads)}\n"
-        f"- gridded: `{url}`\n- stations ({len(stations)} {config.forecast.station_source} sites): `{surl}`\n- observations in window: {counts}\n",
-        description="Forecast products",
+    publish_products(
+        f"Forecast from init time {init:%Y-%m-%d %H:%M} UTC",
+        [f"model {meta['name']} {meta['version']}", f"lead times: {', '.join(leads)}", f"observations in the window before init time: {counts}"],
+        [("gridded forecast", url, "(lead_time, level, latitude, longitude)"),
+         ("station forecasts", surl, f"(lead_time, station) at {len(stations)} {config.forecast.station_source} stations")],
     )
     return {"forecast": url, "stations": surl, "init_time": str(init), "lead_times": leads, "observations": counts}

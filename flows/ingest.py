@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from components.config import Config
 from components.gridstore import write_gridded
-from components.obstable import ObsTable, split_windows
+from components.obstable import ObsTable, WriteResult, split_windows
 from components.qc import apply_qc
 from components.readers.bufr import read_observations
 from components.readers.grib import read_grib
@@ -24,23 +24,49 @@ from components.storage import expand_paths
 from flows.common import load, store_of, task
 
 
+def read_files(kind: str, paths: list[str], window=None) -> pd.DataFrame:
+    """Read files of one source into one observation table, concatenated in the order of ``paths``.
+
+    ``window = (start, end]`` keeps only the rows of that interval (the backfill flow reads its
+    windows so, and QCs each window on its own: QC checks rows on their own or against earlier
+    rows of the same time, so a window's result is that of a whole-range ingest).
+    """
+    tables = [read_observations(kind, p, window) for p in paths]
+    return pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
+
+
 @task(name="read-observations", retries=0)
 def read_source(name: str, kind: str, paths: list[str]):
     """Read and QC every file of one source; returns the QC result for all of them."""
-    tables = [read_observations(kind, p) for p in paths]
-    table = pd.concat(tables, ignore_index=True) if len(tables) > 1 else tables[0]
-    return apply_qc(table, kind, source=name)
+    return apply_qc(read_files(kind, paths), kind, source=name)
+
+
+def write_observation_windows(config: Config, name: str, accepted: pd.DataFrame, rejected: pd.DataFrame) -> list[tuple[str, WriteResult]]:
+    """Write one source's quarantined rows, then its accepted rows, window by window.
+
+    The quarantine goes first so that a window in the ``obs`` index has its rejected rows stored
+    too (the backfill flow skips the windows of the ``obs`` index). Each table gets one append.
+
+    Returns
+    -------
+    list of (table, WriteResult)
+        ``table`` is ``"quarantine"`` or ``"obs"``; one result per window of that table.
+    """
+    store = store_of(config)
+    out: list[tuple[str, WriteResult]] = []
+    for table, frame in (("quarantine", rejected), ("obs", accepted)):
+        obs_table = ObsTable(store, f"{table}/{name}.zarr", config.ingest.row_chunk)
+        out.extend((table, result) for result in obs_table.write_windows(split_windows(frame, config.ingest.window)))
+    return out
 
 
 @task(name="write-observations", retries=2, retry_delay_seconds=[1, 5])
 def write_source(config: Config, name: str, accepted: pd.DataFrame, rejected: pd.DataFrame) -> dict[str, Any]:
-    """Write one source's accepted rows and quarantined rows, window by window."""
+    """Write one source's quarantined and accepted rows (see :func:`write_observation_windows`)."""
     store = store_of(config)
     status: dict[str, int] = {"written": 0, "unchanged": 0}
-    for table, frame in ((ObsTable(store, f"obs/{name}.zarr", config.ingest.row_chunk), accepted),
-                         (ObsTable(store, f"quarantine/{name}.zarr", config.ingest.row_chunk), rejected)):
-        for result in table.write_windows(split_windows(frame, config.ingest.window)):
-            status[result.status] += 1
+    for _, result in write_observation_windows(config, name, accepted, rejected):
+        status[result.status] += 1
     return {"obs": store.url(f"obs/{name}.zarr"), "quarantine": store.url(f"quarantine/{name}.zarr"), "windows": status}
 
 

@@ -8,19 +8,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from components.forecasting import gridded_forecast_dataset, station_forecast_dataset
 from components.metrics import to_markdown
-from components.obs_datasets import ObsWindowDataset, collate_obs
 from components.obstable import ObsTable
-from components.osse_workflow import build_datasets, load_tables, open_nature, train_model, verify_osse
+from components.osse_workflow import build_datasets, forecast_at, load_tables, open_nature, train_model, verify_osse
 from components.plots import rmse_vs_lead_png
 from components.registry import code_version, load_model_files, resolve_version, save_model
 from components.variables import VARIABLES
-from flows.common import store_of, task
+from flows.common import publish_products, publish_scores, store_of, task
 from processor.model import ObsCastModel
 
 #: Channels shown in the score tables: mid-troposphere temperature and wind, surface pressure.
@@ -37,7 +34,7 @@ def _load(config, version: str | None):
 
 
 @task(name="train-osse")
-def train_osse_task(config, epochs: int | None) -> dict[str, Any]:
+def train_osse_task(config, epochs: int | None, init_state: dict | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     st = store_of(config)
     nature = open_nature(st)
@@ -49,7 +46,7 @@ def train_osse_task(config, epochs: int | None) -> dict[str, Any]:
         logger.info("epoch %d (rollout %d steps): train loss %.4f, validation loss %.4f, %.0f s",
                     rec["epoch"], rec["rollout"], rec["train_loss"], rec.get("val_loss", float("nan")), rec["seconds"])
 
-    model, history, args, _ = train_model(config, data, progress, epochs)
+    model, history, args, _ = train_model(config, data, progress, epochs, init_state)
     times = pd.DatetimeIndex(nature["time"].values)
     meta = {
         "kind": "osse",
@@ -78,11 +75,7 @@ def forecast_osse_task(config, init_time: str | None, n_steps: int | None, versi
     nature, tables = open_nature(st), load_tables(st, config)
     steps = n_steps or config.forecast.n_steps
     init = pd.Timestamp(init_time or config.osse.test_period.start)
-    ds = ObsWindowDataset(tables, nature, [init], meta["statistics"], n_steps=steps, step=config.model.step,
-                          history=config.osse.training.history)
-    inputs, _, _ = collate_obs([ds[0]])
-    with torch.no_grad():
-        out = model(inputs, n_steps=steps, station_points=ds.station_points(1))
+    ds, out = forecast_at(model, config, tables, nature, meta["statistics"], init, steps)
     grid = ds.denormalise(out["grid"])[0].numpy()
     stations = ds.denormalise(out["stations"], channel_axis=-1, channels=ds.station_channels)[0].numpy()
     attrs = {"title": "obscast OSSE forecast", "model": meta["name"], "model_version": meta["version"], "code_version": meta["code_version"]}
@@ -98,9 +91,10 @@ def forecast_osse_task(config, init_time: str | None, n_steps: int | None, versi
     stem = init.strftime("%Y%m%dT%H%M")
     url = st.write_dataset(gds, *base, f"{stem}.zarr")
     surl = st.write_dataset(sds, *base, f"{stem}.stations.zarr")
-    create_markdown_artifact(key="forecast-products", description="Forecast products",
-                             markdown=f"## Forecast {init:%Y-%m-%d %H:%M}\n\n- model {meta['name']} {meta['version']}\n"
-                             f"- {steps} steps of {config.model.step}\n- gridded: `{url}`\n- stations: `{surl}`\n")
+    publish_products(f"OSSE forecast from init time {init:%Y-%m-%d %H:%M} UTC",
+                     [f"model {meta['name']} {meta['version']}", f"{steps} steps of {config.model.step}"],
+                     [("gridded forecast", url, "(lead_time, level, latitude, longitude) on sigma levels"),
+                      ("station forecasts", surl, f"(lead_time, station) at {config.forecast.station_source} positions")])
     return {"forecast": url, "stations": surl, "init_time": str(init)}
 
 
@@ -128,8 +122,9 @@ def verify_osse_task(config, version: str | None) -> dict[str, Any]:
         systems[name] = xr.Dataset({"rmse": (("channel", "lead_time"), np.asarray(raw["rmse"][name]))},
                                    coords={"channel": raw["channels"], "lead_time": lead}).sel(channel=HEADLINE)
     units = {c: VARIABLES[c.rsplit("_sigma", 1)[0]].units for c in HEADLINE}
-    plot_url = st.write_bytes(rmse_vs_lead_png(systems, units, f"{meta['name']} {meta['version']} (OSSE test period)"), *base, "rmse.png")
+    png = rmse_vs_lead_png(systems, units, f"{meta['name']} {meta['version']} (OSSE test period)")
+    plot_url = st.write_bytes(png, *base, "rmse.png")
     scores_url = st.write_dataset(xr.concat(list(systems.values()), dim=pd.Index(list(systems), name="system")), *base, "scores.zarr")
-    create_markdown_artifact(key="verification-scores", markdown=md + f"\nPlot: `{plot_url}`\n", description="RMSE vs lead time")
+    publish_scores(md, png, plot_url, f"RMSE against lead time, {meta['name']} {meta['version']} (OSSE test period)")
     logger.info("scored %d test inits; table %s", raw["n_inits"], table_url)
     return {"scores": scores_url, "table": table_url, "plot": plot_url, "raw_scores": raw_url, "markdown": md}

@@ -14,15 +14,15 @@ from flows.common import load, store_of, task
 
 
 @task(name="train-model")
-def train_task(config, gridded, epochs: int | None):
+def train_task(config, gridded, epochs: int | None, init_state=None):
+    """Train (warm-started from ``init_state`` when given), logging every epoch's loss."""
     logger = get_run_logger()
     total = epochs or config.train.epochs
 
     def progress(epoch: int, loss: float) -> None:
-        if epoch == 1 or epoch == total or epoch % max(1, total // 10) == 0:
-            logger.info("epoch %d/%d  loss %.4f", epoch, total, loss)
+        logger.info("epoch %d/%d loss %.4f", epoch, total, loss)
 
-    return train(config, gridded, progress=progress, epochs=epochs)
+    return train(config, gridded, progress=progress, epochs=epochs, init_state=init_state)
 
 
 @task(name="observation-statistics")

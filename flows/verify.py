@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from components.forecasting import Forecaster
 from components.gridstore import open_gridded
@@ -13,7 +12,7 @@ from components.metrics import score_table, to_markdown
 from components.plots import rmse_vs_lead_png
 from components.variables import VARIABLES
 from components.verification import verify
-from flows.common import load, store_of, task
+from flows.common import load, publish_scores, store_of, task, write_products
 from flows.forecast import station_positions
 
 
@@ -51,10 +50,10 @@ def verify_flow(config_path: str | None = None, store: str | None = None, versio
     if result.stations:
         markdown += "\n" + to_markdown(score_table(result.stations, "rmse"), f"RMSE at the {len(stations)} {config.forecast.station_source} station positions")
     markdown += "\n" + to_markdown(score_table(result.gridded, "bias"), "Bias (forecast minus truth)")
-    scores_url = st.write_dataset(result.to_dataset(), *base, "scores.zarr")
-    table_url = st.write_bytes(markdown.encode(), *base, "scores.md")
     units = {c: VARIABLES[c.rsplit("_", 1)[0]].units for c in forecaster.channels}
-    plot_url = st.write_bytes(rmse_vs_lead_png(result.gridded, units, f"{meta['name']} {meta['version']}"), *base, "rmse.png")
-    create_markdown_artifact(key="verification-scores", markdown=markdown + f"\nPlot: `{plot_url}`\n", description="RMSE and bias vs lead time")
+    png = rmse_vs_lead_png(result.gridded, units, f"{meta['name']} {meta['version']}")
+    urls = write_products(config, base, {"scores.zarr": result.to_dataset(), "scores.md": markdown.encode(), "rmse.png": png})
+    scores_url, table_url, plot_url = urls["scores.zarr"], urls["scores.md"], urls["rmse.png"]
+    publish_scores(markdown, png, plot_url, f"RMSE against lead time, {meta['name']} {meta['version']}")
     get_run_logger().info("scored %d forecasts; table %s", result.n_forecasts, table_url)
     return {"scores": scores_url, "table": table_url, "plot": plot_url, "markdown": markdown}

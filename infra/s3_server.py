@@ -15,13 +15,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from infra.prefect_server import free_port, serve
+from infra.prefect_server import free_port, serve, stop_process_group, wait_until_up
 
 DEV_KEY, DEV_SECRET = "obscast-dev", "obscast-dev-secret"
 
@@ -41,17 +40,26 @@ def weed_binary() -> str:
     return found
 
 
-@contextlib.contextmanager
-def s3_server(data_dir: Path, port: int | None = None, timeout: float = 60.0) -> Iterator[str]:
-    """Run ``weed mini`` on 127.0.0.1 and yield the S3 endpoint URL.
+def start_s3_server(data_dir: Path, port: int | None = None, timeout: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start ``weed mini`` on 127.0.0.1 in its own session (it outlives the caller until stopped)
+    with its data and ``weed.log`` under ``data_dir``.
 
     The server's other ports (master, volume, filer) are chosen free as well, so several can run
-    side by side. Stopped with SIGKILL (SIGTERM takes about 30 s).
+    side by side. Credentials come from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (the
+    development values :data:`DEV_KEY` / :data:`DEV_SECRET` when unset).
+
+    Returns
+    -------
+    (subprocess.Popen, str)
+        The process (leader of its process group; stop it with SIGKILL, SIGTERM takes about 30 s)
+        and the S3 endpoint URL.
 
     Raises
     ------
     RuntimeError
-        If the endpoint does not answer within ``timeout`` seconds.
+        If the endpoint does not answer within ``timeout`` seconds (the log is quoted).
+    FileNotFoundError
+        If ``weed`` is not installed.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -63,28 +71,40 @@ def s3_server(data_dir: Path, port: int | None = None, timeout: float = 60.0) ->
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.port={port}",
         f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}",
     ]
-    log = open(data_dir / "weed.log", "wb")
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(data_dir / "weed.log", "wb") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+
+    def answers(u: str) -> bool:
+        try:
+            urllib.request.urlopen(u, timeout=2)
+        except urllib.error.HTTPError:
+            pass  # S3 answers (403 for an anonymous request): it is up
+        return True
+
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # S3 answers (403 for an anonymous request): it is up
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"SeaweedFS did not start: {(data_dir / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.3)
+        wait_until_up(proc, url, data_dir / "weed.log", "SeaweedFS", timeout, up=answers)
+    except BaseException:
+        stop_process_group(proc.pid, signal.SIGKILL)
+        raise
+    return proc, url
+
+
+@contextlib.contextmanager
+def s3_server(data_dir: Path, port: int | None = None, timeout: float = 60.0) -> Iterator[str]:
+    """Run ``weed mini`` on 127.0.0.1 (see :func:`start_s3_server`) and yield the S3 endpoint URL;
+    stopped with SIGKILL on exit.
+
+    Raises
+    ------
+    RuntimeError
+        If the endpoint does not answer within ``timeout`` seconds.
+    """
+    proc, url = start_s3_server(data_dir, port, timeout)
+    try:
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
+        stop_process_group(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:

@@ -15,3 +15,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet -e ".[osse,test]"
   echo "$want" > "$stamp"
 fi
+# Headless Chromium for the UI test (tests/test_ui.py): Debian's package, installed when missing
+# and this runs as root with apt-get; otherwise say how to get it.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup.sh: chromium not found; the UI test needs it (as root: apt-get install -y chromium)" >&2
+  fi
+fi

@@ -70,10 +70,22 @@ class ObsCastModel(nn.Module):
         step, so the decoder learns the increment over persistence. Its variables must include
         every output variable. Default None (no residual). When that source is absent from the
         inputs the residual is zero and the decoder output stands alone.
-    station_residual : bool
-        Also add the residual source, interpolated bilinearly to the station points, to the
-        station decoder's output (its variables must then include every station variable), so
-        that decoder too learns the increment (e.g. over a climatology). Default False.
+    station_residual : bool or {"forecast"}
+        True: also add the residual source, interpolated bilinearly to the station points, to
+        the station decoder's output (its variables must then include every station variable),
+        so that decoder too learns the increment (e.g. over a climatology). ``"forecast"``: add
+        the model's own gridded forecast of the same step, interpolated bilinearly to the
+        points (station variables must be output variables), so the station decoder learns a
+        correction to the interpolated forecast; its last layer starts at zero, so the
+        untrained station output equals the interpolated gridded forecast. Default False.
+    cycling : bool
+        Cycled analysis (DESIGN.md §2): the fusion takes, besides the sources, a *background*
+        (batch, output_variables, out_lat, out_lon), normally the model's own one-step (Δt)
+        forecast from the previous cycle, as the normalised anomaly the gridded decoder
+        produces (before the residual is added; zeros, i.e. the residual itself, at a cold
+        start), encoded by a gridded encoder like any gridded source. Information from earlier
+        observation windows so accumulates as in NWP data assimilation; being a supervised
+        forecast, the background stays bounded through many cycles. Default False.
 
     Attributes
     ----------
@@ -104,6 +116,7 @@ class ObsCastModel(nn.Module):
         station_lengthscale_km: float | None = None,
         residual_source: str | None = None,
         station_residual: bool = False,
+        cycling: bool = False,
     ) -> None:
         super().__init__()
         if not sources:
@@ -117,8 +130,13 @@ class ObsCastModel(nn.Module):
                 "station_lengthscale_km": station_lengthscale_km, "residual_source": residual_source,
             }
         )  # fmt: skip
+        if station_residual not in (False, True, "forecast"):
+            raise ValueError(f"station_residual must be a bool or 'forecast', got {station_residual!r}")
         if station_residual:  # only recorded when set, so older configs stay unchanged
-            self.config["station_residual"] = True
+            self.config["station_residual"] = station_residual
+        self.cycling = bool(cycling)
+        if self.cycling:
+            self.config["cycling"] = True
         self.grid = LatLonGrid(n_lat, n_lon)
         self.source_channels = source_channels or latent_channels
         self.encoders = nn.ModuleDict()
@@ -127,17 +145,24 @@ class ObsCastModel(nn.Module):
         for name, spec in sorted(sources.items()):
             kwargs = {k: v for k, v in spec.items() if k != "type"}
             self.encoders[name] = build_encoder(spec.get("type", ""), grid=self.grid, out_channels=self.source_channels, **kwargs)
-        self.fusion = nn.Conv2d(len(sources) * (self.source_channels + 1), latent_channels, 1)
+        self.fusion = nn.Conv2d((len(sources) + int(self.cycling)) * (self.source_channels + 1), latent_channels, 1)
         self.processor = ConvProcessor(latent_channels, processor_hidden, n_blocks)
         self.output_variables = list(output_variables)
         self.grid_decoder = GriddedDecoder(latent_channels, self.output_variables, self.grid, out_lat, out_lon, decoder_hidden)
+        if self.cycling:
+            self.background_encoder = build_encoder(
+                "gridded", grid=self.grid, out_channels=self.source_channels, variables=self.output_variables,
+                in_lat=list(np.asarray(self.grid_decoder.out_lat, float)), in_lon=list(np.asarray(self.grid_decoder.out_lon, float)),
+            )
         self.station_variables = list(station_variables) if station_variables is not None else self.output_variables
         self.station_decoder = StationDecoder(latent_channels, self.station_variables, self.grid, station_lengthscale_km, decoder_hidden)
         self.residual_source = residual_source
         if residual_source is not None:
             self._init_residual(sources, residual_source)
-        self.station_residual = bool(station_residual)
-        if self.station_residual:
+        self.station_residual = station_residual
+        if station_residual == "forecast":
+            self._init_station_forecast_residual()
+        elif self.station_residual:
             self._init_station_residual()
 
     def _init_residual(self, sources: dict[str, dict[str, Any]], name: str) -> None:
@@ -164,6 +189,19 @@ class ObsCastModel(nn.Module):
         self._station_flip = bool(lat.size > 1 and lat[0] > lat[-1])
         self.register_buffer("residual_lat", torch.as_tensor(lat[::-1].copy() if self._station_flip else lat), persistent=False)
         self.register_buffer("residual_lon", torch.as_tensor(np.asarray(enc.in_lon, dtype=np.float64)), persistent=False)
+
+    def _init_station_forecast_residual(self) -> None:
+        missing = [v for v in self.station_variables if v not in self.output_variables]
+        if missing:
+            raise ValueError(f"station_residual='forecast' needs the station variables {missing} among the output variables")
+        self.register_buffer("station_residual_index", torch.tensor([self.output_variables.index(v) for v in self.station_variables]), persistent=False)
+        lat = np.asarray(self.grid_decoder.out_lat, dtype=np.float64)
+        self._station_flip = bool(lat.size > 1 and lat[0] > lat[-1])
+        self.register_buffer("residual_lat", torch.as_tensor(lat[::-1].copy() if self._station_flip else lat), persistent=False)
+        self.register_buffer("residual_lon", torch.as_tensor(np.asarray(self.grid_decoder.out_lon, dtype=np.float64)), persistent=False)
+        last = self.station_decoder.mlp[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def _residual_at_points(self, x: torch.Tensor, latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:
         """Bilinear interpolation of the residual source (batch, variables, in_lat, in_lon) to
@@ -211,8 +249,11 @@ class ObsCastModel(nn.Module):
             keep = keep | (none[:, None] & nn.functional.one_hot(pick, present.numel()).bool())
         return keep.float()
 
-    def encode(self, inputs: dict[str, dict | torch.Tensor], source_dropout: float = 0.0) -> torch.Tensor:
-        """Fuse all sources into the initial latent state (batch, latent_channels, lat, lon).
+    def encode(
+        self, inputs: dict[str, dict | torch.Tensor], source_dropout: float = 0.0, background: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Fuse all sources (and, when cycling, the background) into the initial latent state
+        (batch, latent_channels, lat, lon); see :meth:`fuse`.
 
         Raises
         ------
@@ -225,9 +266,14 @@ class ObsCastModel(nn.Module):
         if not any(name in inputs for name in self.encoders):
             raise ValueError(f"no source given; the model has {list(self.encoders)}")
         encoded = {name: self.encoders[name](inputs[name]) for name in self.encoders if name in inputs}
-        return self.fuse(encoded, source_dropout)
+        return self.fuse(encoded, source_dropout, background)
 
-    def fuse(self, encoded: dict[str, tuple[torch.Tensor, torch.Tensor]], source_dropout: float = 0.0) -> torch.Tensor:
+    def fuse(
+        self,
+        encoded: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        source_dropout: float = 0.0,
+        background: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Fuse encoder outputs into the initial latent state (batch, latent_channels, lat, lon).
 
         Parameters
@@ -239,6 +285,10 @@ class ObsCastModel(nn.Module):
         source_dropout : float
             In training mode only, probability of dropping each given source per sample (never
             all of them).
+        background : torch.Tensor, optional
+            With ``cycling`` only: (batch, output_variables, out_lat, out_lon) normalised
+            anomaly, e.g. ``forecast(...)["background"]`` of the previous cycle; None is a cold
+            start (zeros). Ignored without ``cycling``.
         """
         ref_latent, _ = next(iter(encoded.values()))
         batch, device = ref_latent.shape[0], ref_latent.device
@@ -248,7 +298,18 @@ class ObsCastModel(nn.Module):
             present = torch.tensor([name in encoded for name in self.encoders], device=device)
             keep = self._keep_mask(present, batch, source_dropout)
             parts = [(lat * keep[:, i, None, None, None], den * keep[:, i, None, None, None]) for i, (lat, den) in enumerate(parts)]
+        if self.cycling:
+            dec = self.grid_decoder
+            if background is None:
+                background = ref_latent.new_zeros(batch, len(self.output_variables), len(dec.out_lat), len(dec.out_lon))
+            parts.append(self.background_encoder(background.to(ref_latent)))
         return self.fusion(torch.cat([t for lat, den in parts for t in (lat, torch.log1p(den))], dim=1))
+
+    def next_background(self, analysis: torch.Tensor) -> torch.Tensor:
+        """The next cycle's background from an analysis (cycling): the gridded decoder's
+        anomaly after one processor step, (batch, output_variables, out_lat, out_lon), equal to
+        ``forecast(analysis, 1)["background"]``."""
+        return self.grid_decoder(self.processor.step(analysis))
 
     def forward(
         self,
@@ -256,6 +317,7 @@ class ObsCastModel(nn.Module):
         n_steps: int,
         station_points: tuple[torch.Tensor, torch.Tensor] | None = None,
         source_dropout: float = 0.0,
+        background: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Forecast ``n_steps`` steps of Δt from the sources in ``inputs``.
 
@@ -273,13 +335,18 @@ class ObsCastModel(nn.Module):
         source_dropout : float
             In training mode only, probability of dropping each given source per sample (never
             all of them).
+        background : torch.Tensor, optional
+            With ``cycling``: the background latent state (see :meth:`fuse`).
 
         Returns
         -------
         dict
             ``"grid"``: (batch, n_steps, output_variables, out_lat, out_lon), step ``k`` at lead
             ``(k + 1) Δt``; ``"stations"`` when ``station_points`` is given:
-            (batch, n_steps, points, station_variables).
+            (batch, n_steps, points, station_variables); with ``cycling``, ``"analysis"``
+            (batch, latent_channels, lat, lon), the fused latent state at the init time, and
+            ``"background"`` (batch, output_variables, out_lat, out_lon), the first step's
+            decoded anomaly (before the residual), the next cycle's background.
 
         Raises
         ------
@@ -289,7 +356,11 @@ class ObsCastModel(nn.Module):
         residual = None
         if self.residual_source is not None and self.residual_source in inputs:
             residual = _gridded_values(inputs[self.residual_source])
-        return self.forecast(self.encode(inputs, source_dropout), n_steps, station_points, residual)
+        latent = self.encode(inputs, source_dropout, background)
+        out = self.forecast(latent, n_steps, station_points, residual)
+        if self.cycling:
+            out["analysis"] = latent
+        return out
 
     def forecast(
         self,
@@ -316,7 +387,7 @@ class ObsCastModel(nn.Module):
         Returns
         -------
         dict
-            As :meth:`forward`.
+            As :meth:`forward` (``"background"`` with ``cycling``, no ``"analysis"``).
 
         Raises
         ------
@@ -327,14 +398,19 @@ class ObsCastModel(nn.Module):
         batch = states.shape[0]
         flat = states.flatten(0, 1)
         grid = self.grid_decoder(flat).unflatten(0, (batch, n_steps))
+        background = grid[:, 0]
         if self.residual_source is not None and residual is not None:
             x = residual.to(device=grid.device, dtype=grid.dtype)
             grid = grid + self.residual_regrid(x[:, self.residual_index])[0][:, None]
         out = {"grid": grid}
+        if self.cycling:
+            out["background"] = background
         if station_points is not None:
             lat, lon = (t.repeat_interleave(n_steps, dim=0) for t in station_points)
             out["stations"] = self.station_decoder(flat, lat, lon).unflatten(0, (batch, n_steps))
-            if self.station_residual and residual is not None:
+            if self.station_residual == "forecast":
+                out["stations"] = out["stations"] + self._residual_at_points(grid.flatten(0, 1), lat, lon).unflatten(0, (batch, n_steps))
+            elif self.station_residual and residual is not None:
                 x = residual.to(device=grid.device, dtype=grid.dtype)
                 out["stations"] = out["stations"] + self._residual_at_points(x, *station_points)[:, None]
         return out

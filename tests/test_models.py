@@ -329,3 +329,56 @@ def test_model_rebuilt_from_reordered_config_gives_same_output():
     }
     with torch.no_grad():
         torch.testing.assert_close(m1(inputs, n_steps=1)["grid"], m2(inputs, n_steps=1)["grid"])
+
+
+def test_cycling_background_enters_the_analysis():
+    """With ``cycling`` the fusion also encodes a gridded background (the previous forecast's
+    anomaly), the forecast returns its first step's anomaly as the next background, and the
+    config round-trips."""
+    model = small_model(sources={"synop": SOURCES["synop"]}, output_variables=["t2m"], out_lat=16, out_lon=32, cycling=True)
+    obs = random_obs(n=50)
+    cold = model.encode({"synop": obs})
+    assert cold.shape == (B, model.fusion.out_channels, *model.grid.shape)
+    torch.testing.assert_close(model.encode({"synop": obs}, background=torch.zeros(B, 1, 16, 32)), cold)
+    bg = torch.randn(B, 1, 16, 32)
+    warm = model.encode({"synop": obs}, background=bg)
+    assert (warm - cold).abs().max() > 1e-3  # the background enters the analysis
+    with torch.no_grad():  # make the zero-initialised output layers non-trivial
+        model.processor.out[-1].weight.normal_(0, 0.1)
+        for p in model.grid_decoder.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    out = model({"synop": obs}, 2, background=bg)
+    torch.testing.assert_close(out["analysis"], warm)
+    assert out["background"].shape == (B, 1, 16, 32)
+    torch.testing.assert_close(out["background"], model.next_background(out["analysis"]))
+    torch.testing.assert_close(out["background"], out["grid"][:, 0])  # no residual source: the anomaly is the output
+    clone = ObsCastModel.from_config(json.loads(json.dumps(model.config)))
+    clone.load_state_dict(model.state_dict())
+    assert clone.cycling and model.config["cycling"] is True
+    torch.testing.assert_close(clone({"synop": obs}, 2, background=bg)["grid"], out["grid"])
+    plain = small_model(sources={"synop": SOURCES["synop"]}, output_variables=["t2m"], out_lat=16, out_lon=32)
+    assert "cycling" not in plain.config and "background" not in plain({"synop": obs}, 1)
+
+
+def test_station_residual_forecast_starts_at_the_interpolated_grid():
+    g = LatLonGrid(16, 32)
+    lat, lon = list(g.latitude), list(g.longitude)
+    sources = {"ana": {"type": "gridded", "variables": ["a", "b"], "in_lat": lat, "in_lon": lon}}
+    model = small_model(sources=sources, output_variables=["a", "b"], out_lat=lat, out_lon=lon, residual_source="ana",
+                        station_variables=["b"], station_residual="forecast")
+    x = torch.randn(2, 2, 16, 32)
+    # points at grid nodes and half way between two nodes in longitude (across the date line too)
+    i, j = torch.tensor([[3, 7, 10]]).expand(2, -1), torch.tensor([[0, 5, 31]]).expand(2, -1)
+    plat = torch.as_tensor(g.latitude, dtype=torch.float32)[i]
+    plon = torch.as_tensor(g.longitude, dtype=torch.float32)[j] + torch.tensor([0.0, 0.0, 360.0 / 64])
+    out = model({"ana": x}, 2, station_points=(plat, plon))
+    grid = out["grid"][:, :, 1]  # (batch, step, lat, lon) of "b"
+    want = torch.stack([grid[:, :, 3, 0], grid[:, :, 7, 5], 0.5 * (grid[:, :, 10, 31] + grid[:, :, 10, 0])], dim=-1)
+    torch.testing.assert_close(out["stations"][..., 0], want, rtol=1e-5, atol=1e-5)
+    assert model.config["station_residual"] == "forecast"
+    with torch.no_grad():  # a trained correction moves the stations off the interpolated grid
+        model.station_decoder.mlp[-1].bias.fill_(1.0)
+    moved = model({"ana": x}, 2, station_points=(plat, plon))["stations"][..., 0]
+    torch.testing.assert_close(moved, want + 1.0, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="station_residual"):
+        small_model(sources=sources, output_variables=["a"], out_lat=lat, out_lon=lon, station_variables=["b"], station_residual="forecast")

@@ -26,6 +26,7 @@ from components.obs_datasets import (
 )
 from components.obs_training import (
     FeatureCache,
+    cycle_analyses,
     evaluate,
     gridpoint_climatology,
     osse_model_args,
@@ -245,3 +246,75 @@ def test_training_lowers_validation_loss_and_evaluates(setup):
     table = skill_table(res, ["surface_air_pressure"])
     assert list(table["lead_hours"]) == [6.0, 12.0] and "station_decoder" in table
     json.dumps(res)
+
+
+def _perturbed(model: ObsCastModel, seed: int = 0, scale: float = 0.1) -> ObsCastModel:
+    """Make the zero-initialised output layers non-trivial (not the kernel lengthscales)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lengthscale" not in name:
+                p.add_(scale * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+def test_cycle_analyses_carry_the_background_and_restart_after_gaps(setup, nature):
+    tables, _, stats, train, _ = setup
+    torch.manual_seed(0)
+    model = _perturbed(ObsCastModel(**osse_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL)))
+    cache = FeatureCache(model, [train])
+    got = cycle_analyses(model, train, cache)
+    assert got.shape == (len(train), 16, 16, 32)
+    with torch.no_grad():  # the recursion written out: cold start, then background = one step of the last analysis
+        ref, bg = [], None
+        for i in range(4):
+            ref.append(model.fuse(cache.encode(model, train, [i]), background=bg))
+            bg = model.next_background(ref[-1])
+    torch.testing.assert_close(got[:4], torch.cat(ref), rtol=1e-5, atol=1e-5)
+    assert (got[1] - model.fuse(cache.encode(model, train, [1]))).abs().max() > 1e-3  # the background matters
+    # on the observations (no cache): the same analyses
+    torch.testing.assert_close(cycle_analyses(model, train), got, rtol=1e-4, atol=1e-4)
+    # a gap in the init times restarts the cycle cold
+    gappy = ObsWindowDataset(tables, nature, train.init_times[[0, 1, 3]], stats, n_steps=2, history=2)
+    g = cycle_analyses(model, gappy, FeatureCache(model, [gappy]))
+    with torch.no_grad():
+        torch.testing.assert_close(g[2:], model.fuse(cache.encode(model, train, [3])), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g[:2], got[:2], rtol=1e-5, atol=1e-5)
+    # withholding a source in every cycle: the same as its windows being empty
+    hidden = cycle_analyses(model, train, cache, keep={"satellite": 0.0})
+    no_sat = tables | {"satellite": tables["satellite"].assign(time=tables["satellite"]["time"] + pd.Timedelta(days=365))}
+    empty = ObsWindowDataset(no_sat, nature, train.init_times, stats, n_steps=2, history=2)
+    torch.testing.assert_close(cycle_analyses(model, empty), hidden, rtol=1e-4, atol=1e-4)
+    assert (hidden - got).abs().max() > 1e-3
+
+
+def test_cycling_training_lowers_validation_loss_and_verifies_with_spinup(setup, nature):
+    tables, _, stats, train, val = setup
+    args = osse_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL)
+    torch.manual_seed(0)
+    untrained = ObsCastModel(**args)
+    cache = FeatureCache(untrained, [train, val])
+    before = validation_loss(untrained, val, 2, cache)
+    model, hist = train_osse(
+        args, train, val, epochs=4, lr=3e-3, batch_size=2, rollout_schedule=(1, 2), station_points=64,
+        cache=cache, device="cpu", spinup_cycles=1,
+    )
+    assert model.cycling and min(r["val_loss"] for r in hist["epochs"]) < before
+    res = evaluate(model, val, 2, device="cpu", max_stations=0, cache=cache, spinup=2)
+    assert res["n_inits"] == len(val) - 2
+    withheld = evaluate(model, val, 2, device="cpu", max_stations=0, cache=cache, spinup=2, keep={"synop": 0.0})
+    assert not np.allclose(withheld["rmse"]["model"], res["rmse"]["model"])
+    np.testing.assert_allclose(withheld["rmse"]["persistence"], res["rmse"]["persistence"])
+    with pytest.raises(ValueError, match="spinup"):
+        evaluate(model, val, 2, device="cpu", max_stations=0, cache=cache, spinup=len(val))
+    with pytest.raises(ValueError, match="consecutive"):
+        gappy = ObsWindowDataset(tables, nature, train.init_times[[0, 1, 3, 4, 5, 6]], stats, n_steps=2, history=2)
+        train_osse(args, gappy, None, epochs=1, rollout_schedule=1, cache=cache, device="cpu")
+    # warm start (retrain): one more epoch from the trained weights starts where they left off
+    warm, warm_hist = train_osse(args, train, val, epochs=1, lr=3e-3, batch_size=2, rollout_schedule=1, station_points=64,
+                                 cache=cache, device="cpu", spinup_cycles=1, init_state=model.state_dict())
+    cold, cold_hist = train_osse(args, train, val, epochs=1, lr=3e-3, batch_size=2, rollout_schedule=1, station_points=64,
+                                 cache=cache, device="cpu", spinup_cycles=1)
+    assert warm_hist["epochs"][0]["train_loss"] < cold_hist["epochs"][0]["train_loss"]
+    with pytest.raises(RuntimeError, match="state_dict"):
+        train_osse(args, train, val, epochs=1, rollout_schedule=1, cache=cache, device="cpu", init_state={"bogus": torch.zeros(1)})

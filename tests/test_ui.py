@@ -1,0 +1,132 @@
+"""The Prefect UI shows a verify run's scores: headless Chromium (driven over the DevTools
+protocol) opens the run's page on the real server, goes to its Artifacts tab and the score
+artifact; the screenshots are saved in test-artifacts/ and the rendered text is checked."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--window-size=1400,1000", "--remote-debugging-port=0"]
+
+
+class Browser:
+    """Headless Chromium with one page, driven over the Chrome DevTools Protocol (websockets)."""
+
+    def __init__(self, binary: str):
+        self.profile = Path(tempfile.mkdtemp(prefix="chromium-"))
+        self.proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ids = itertools.count(1)
+        port_file = self.profile / "DevToolsActivePort"  # Chromium writes its debugging port here
+        deadline = time.monotonic() + 60
+        while not (port_file.is_file() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"Chromium did not start (exit status {self.proc.poll()})")
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
+            page = next(t for t in json.load(r) if t["type"] == "page")
+        from websockets.sync.client import connect
+
+        self.ws = connect(page["webSocketDebuggerUrl"], max_size=None)
+
+    def call(self, method: str, **params):
+        """Send one DevTools command and return its result (events in between are skipped)."""
+        n = next(self.ids)
+        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == n:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+
+    def js(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def text(self) -> str:
+        return self.js("document.body ? document.body.innerText : ''") or ""
+
+    def wait_for(self, check, what: str, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = check()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"the page never showed {what}; it shows:\n{self.text()[:3000]}")
+
+    def wait_for_text(self, *words: str, timeout: float = 60) -> str:
+        return self.wait_for(lambda: (t := self.text()) and all(w in t for w in words) and t, f"{words}", timeout)
+
+    def click_text(self, selector: str, text: str) -> None:
+        clicked = self.js(f"(() => {{ const el = [...document.querySelectorAll({json.dumps(selector)})]"
+                          f".find(e => e.textContent.trim() === {json.dumps(text)}); if (!el) return false; el.click(); return true; }})()")
+        assert clicked, f"no {selector} element with the text {text!r}"
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+    def close(self) -> None:
+        self.ws.close()
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def test_verify_run_page_shows_the_scores(pipeline_run, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    binary = shutil.which("chromium")
+    assert binary, "chromium not found: run `bash infra/setup.sh` as root (it installs Debian's chromium)"
+    store, result = pipeline_run
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["verification-scores"])))
+        ours = [a for a in artifacts if result["plot"] in a.data]  # this store's verify run (other tests publish too)
+        assert ours, "the pipeline's verify run published no score artifact"
+        artifact = ours[-1]
+        run = client.read_flow_run(artifact.flow_run_id)
+    assert run.flow_id and run.state.is_completed()
+    # A value of the table as the UI formats it (markdown cell text), e.g. geopotential_500hPa at 12 h.
+    row = next(line for line in result["markdown"].splitlines() if line.startswith("| geopotential_500hPa | 12 h |"))
+    model_rmse = row.strip("|").split("|")[2].strip()
+
+    browser = Browser(binary)
+    try:
+        browser.call("Page.enable")
+        browser.call("Page.navigate", url=f"{prefect_api.removesuffix('/api')}/runs/flow-run/{run.id}")
+        browser.wait_for_text(run.name, "Completed", "Artifacts")
+        browser.click_text("li.p-tab", "Artifacts")
+        browser.wait_for_text("verification-scores", "RMSE and bias vs lead time")
+        browser.screenshot(ARTIFACTS / "ui-verify-run-artifacts-tab.png")
+        # Open the score artifact from its card, as a user would.
+        browser.click_text(".artifact-card__title", "verification-scores")
+        # The side panel names the verify run the artifact belongs to.
+        text = browser.wait_for_text("latitude-weighted RMSE", "persistence", "climatology", "geopotential_500hPa", run.name)
+        plot_width = browser.wait_for(
+            lambda: browser.js("(() => { const i = document.querySelector('img[src^=\"data:image/png\"]');"
+                               " return i && i.complete ? i.naturalWidth : 0; })()"), "the RMSE plot")
+        browser.screenshot(ARTIFACTS / "ui-verify-scores.png")
+        url = browser.js("location.pathname")
+        browser.js("document.querySelector('img[src^=\"data:image/png\"]').scrollIntoView({block: 'center'})")
+        time.sleep(0.5)
+        browser.screenshot(ARTIFACTS / "ui-verify-scores-plot.png")
+    finally:
+        browser.close()
+    assert url == f"/artifacts/artifact/{artifact.id}"
+    assert "obscast-era5 v0001" in text and model_rmse in text
+    assert plot_width >= 500  # the embedded PNG decoded and laid out
