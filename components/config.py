@@ -189,6 +189,7 @@ class OsseTrainingConfig(_Strict):
     processor_hidden: int = Field(default=64, gt=0)
     n_blocks: int = Field(default=3, gt=0)
     decoder_hidden: int = Field(default=64, gt=0)
+    analysis_blocks: int = Field(default=2, ge=0, description="residual blocks turning the fused state into the analysis")
     coarsen: int = Field(default=2, ge=1, description="output grid = nature grid averaged over coarsen x coarsen")
     climatology: Literal["zonal", "gridpoint"] = "zonal"
     rollout_schedule: list[int] = Field(default_factory=lambda: [1, 2, 4, 4, 8, 8], min_length=1)

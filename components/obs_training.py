@@ -88,6 +88,7 @@ def osse_model_args(
     station_lengthscale_km: float | None = None,
     station_residual: bool | str = True,
     cycling: bool = False,
+    analysis_blocks: int = 0,
 ) -> dict[str, Any]:
     """Constructor arguments of :class:`ObsCastModel` for an OSSE (JSON-ready).
 
@@ -113,6 +114,8 @@ def osse_model_args(
     cycling : bool
         Cycled analysis: the previous cycle's one-step forecast (gridded normalised anomaly)
         is the background of the next analysis (see :class:`ObsCastModel`, :func:`cycle_analyses`).
+    analysis_blocks : int
+        Residual blocks turning the fused state into the analysis (see :class:`ObsCastModel`).
 
     Returns
     -------
@@ -145,6 +148,7 @@ def osse_model_args(
         "residual_source": STATIC_SOURCE,
         **({"station_residual": station_residual} if station_residual else {}),
         **({"cycling": True} if cycling else {}),
+        **({"analysis_blocks": int(analysis_blocks)} if analysis_blocks else {}),
     }
 
 

@@ -134,6 +134,7 @@ def model_args(config: Config, data: OsseData) -> dict[str, Any]:
         data.statistics, data.train.station_channels, history=t.history, n_lat=config.model.latent_grid.n_lat,
         n_lon=config.model.latent_grid.n_lon, latent_channels=t.latent_channels, processor_hidden=t.processor_hidden,
         n_blocks=t.n_blocks, decoder_hidden=t.decoder_hidden, cycling=True, station_residual="forecast",
+        analysis_blocks=t.analysis_blocks,
     )
 
 

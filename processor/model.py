@@ -13,7 +13,7 @@ from torch import nn
 from decoders.gridded import GriddedDecoder
 from decoders.station import StationDecoder
 from encoders import build_encoder
-from processor.convnet import ConvProcessor
+from processor.convnet import ConvProcessor, ResidualBlock
 from processor.grid import LatLonGrid
 from processor.interp import BilinearRegridder
 
@@ -86,6 +86,13 @@ class ObsCastModel(nn.Module):
         start), encoded by a gridded encoder like any gridded source. Information from earlier
         observation windows so accumulates as in NWP data assimilation; being a supervised
         forecast, the background stays bounded through many cycles. Default False.
+    analysis_blocks : int
+        Residual blocks (:class:`processor.convnet.ResidualBlock`, ``latent_channels`` wide)
+        applied to the fused state before it becomes the analysis. The fusion is a linear 1x1
+        convolution: it can add the background and the observations but not weigh one against
+        the other by the observation density, as an analysis must (data assimilation trusts
+        the observations where they are dense and the background where there are none); these
+        blocks make that weighting nonlinear and spread it over neighbouring cells. Default 0.
 
     Attributes
     ----------
@@ -96,7 +103,8 @@ class ObsCastModel(nn.Module):
     Raises
     ------
     ValueError
-        On an empty ``sources``, an unknown encoder type, or an invalid ``residual_source``.
+        On an empty ``sources``, an unknown encoder type, an invalid ``residual_source``, or a
+        negative ``analysis_blocks``.
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class ObsCastModel(nn.Module):
         residual_source: str | None = None,
         station_residual: bool = False,
         cycling: bool = False,
+        analysis_blocks: int = 0,
     ) -> None:
         super().__init__()
         if not sources:
@@ -146,6 +155,11 @@ class ObsCastModel(nn.Module):
             kwargs = {k: v for k, v in spec.items() if k != "type"}
             self.encoders[name] = build_encoder(spec.get("type", ""), grid=self.grid, out_channels=self.source_channels, **kwargs)
         self.fusion = nn.Conv2d((len(sources) + int(self.cycling)) * (self.source_channels + 1), latent_channels, 1)
+        if analysis_blocks < 0:
+            raise ValueError(f"analysis_blocks must be >= 0, got {analysis_blocks}")
+        if analysis_blocks:  # only recorded when set, so older configs stay unchanged
+            self.config["analysis_blocks"] = int(analysis_blocks)
+        self.analysis_net = nn.Sequential(*[ResidualBlock(latent_channels) for _ in range(analysis_blocks)])
         self.processor = ConvProcessor(latent_channels, processor_hidden, n_blocks)
         self.output_variables = list(output_variables)
         self.grid_decoder = GriddedDecoder(latent_channels, self.output_variables, self.grid, out_lat, out_lon, decoder_hidden)
@@ -303,7 +317,7 @@ class ObsCastModel(nn.Module):
             if background is None:
                 background = ref_latent.new_zeros(batch, len(self.output_variables), len(dec.out_lat), len(dec.out_lon))
             parts.append(self.background_encoder(background.to(ref_latent)))
-        return self.fusion(torch.cat([t for lat, den in parts for t in (lat, torch.log1p(den))], dim=1))
+        return self.analysis_net(self.fusion(torch.cat([t for lat, den in parts for t in (lat, torch.log1p(den))], dim=1)))
 
     def next_background(self, analysis: torch.Tensor) -> torch.Tensor:
         """The next cycle's background from an analysis (cycling): the gridded decoder's

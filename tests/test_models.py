@@ -360,6 +360,28 @@ def test_cycling_background_enters_the_analysis():
     assert "cycling" not in plain.config and "background" not in plain({"synop": obs}, 1)
 
 
+def test_analysis_blocks_follow_the_fusion():
+    """``analysis_blocks`` residual blocks turn the fused state into the analysis (so the
+    weighting of background against observations can depend nonlinearly on both); the count
+    round-trips through the config, older configs stay unchanged, a negative count is an error."""
+    kwargs = dict(sources={"synop": SOURCES["synop"]}, output_variables=["t2m"], out_lat=16, out_lon=32, cycling=True)
+    model = small_model(analysis_blocks=2, **kwargs)
+    assert len(model.analysis_net) == 2 and model.config["analysis_blocks"] == 2
+    assert "analysis_blocks" not in small_model(**kwargs).config
+    obs, bg = random_obs(n=50), torch.randn(B, 1, 16, 32)
+    parts = (model.encoders["synop"](obs), model.background_encoder(bg))
+    with torch.no_grad():
+        fused = model.fusion(torch.cat([t for lat, den in parts for t in (lat, torch.log1p(den))], dim=1))
+        analysis = model.encode({"synop": obs}, background=bg)
+    torch.testing.assert_close(analysis, model.analysis_net(fused))
+    assert (analysis - fused).abs().max() > 1e-3  # the blocks change the state
+    clone = ObsCastModel.from_config(json.loads(json.dumps(model.config)))
+    clone.load_state_dict(model.state_dict())
+    torch.testing.assert_close(clone.encode({"synop": obs}, background=bg), analysis)
+    with pytest.raises(ValueError, match="analysis_blocks"):
+        small_model(analysis_blocks=-1, **kwargs)
+
+
 def test_station_residual_forecast_starts_at_the_interpolated_grid():
     g = LatLonGrid(16, 32)
     lat, lon = list(g.latitude), list(g.longitude)
