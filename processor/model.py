@@ -288,7 +288,8 @@ class ObsCastModel(nn.Module):
         source_dropout: float = 0.0,
         background: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Fuse encoder outputs into the initial latent state (batch, latent_channels, lat, lon).
+        """Fuse encoder outputs into the initial latent state (batch, latent_channels, lat, lon):
+        a 1x1 convolution of every latent and ``log1p(density)``, then the ``analysis_blocks``.
 
         Parameters
         ----------
