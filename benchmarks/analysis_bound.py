@@ -18,7 +18,8 @@ with ``x_b`` the truth at ``t - 6 h`` on the nature grid, ``H`` bilinear interpo
 stations (the operator the observations were simulated with), ``B_ij = s_b^2 exp(-d_ij^2 / 2 L^2)``
 (great-circle distance ``d``, ``s_b`` = the background's latitude-weighted RMS error against the
 truth, i.e. oracle-tuned), ``R = s_o^2 I`` with ``s_o`` from ``osse.error_model``; ``y`` are the
-QC-accepted SYNOP reports of the window ending at ``t`` in the store. The analysis and the truth are
+QC-accepted SYNOP reports in the store from the 3 hours up to ``t`` (simulated SYNOP
+reports are valid at the nature times, so these are the reports at ``t``). The analysis and the truth are
 averaged onto the verification grid (``osse.training.coarsen``) and scored with the
 latitude-weighted RMSE of :mod:`scores` exactly as ``obscast verify`` scores forecasts.
 
