@@ -41,6 +41,7 @@ import argparse
 import numpy as np
 import pandas as pd
 import scores
+import torch
 import xarray as xr
 from scipy.interpolate import RegularGridInterpolator
 from scipy.linalg import cho_factor, cho_solve
@@ -51,19 +52,17 @@ from components.obs_datasets import coarse_coordinates, coarsen_fields
 from components.obstable import ObsTable
 from components.osse_workflow import open_nature, period_times
 from components.storage import Store
-
-EARTH_RADIUS_M = 6.371e6  # mean radius, IUGG
+from processor.grid import EARTH_RADIUS_KM, unit_vectors
 
 
 def _unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
-    """(n, 3) unit vectors of points given in degrees."""
-    la, lo = np.deg2rad(lat_deg), np.deg2rad(lon_deg)
-    return np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], axis=-1)
+    """(n, 3) float64 unit vectors of points given in degrees (:func:`processor.grid.unit_vectors`)."""
+    return unit_vectors(torch.as_tensor(lat_deg, dtype=torch.float64), torch.as_tensor(lon_deg, dtype=torch.float64)).numpy()
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Great-circle distances [m] between unit vectors a (n, 3) and b (m, 3): (n, m)."""
-    return np.arccos(np.clip(a @ b.T, -1.0, 1.0)) * EARTH_RADIUS_M
+    return np.arccos(np.clip(a @ b.T, -1.0, 1.0)) * EARTH_RADIUS_KM * 1e3
 
 
 def _bilinear(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, plat: np.ndarray, plon: np.ndarray) -> np.ndarray:
