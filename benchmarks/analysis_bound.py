@@ -43,20 +43,20 @@ import pandas as pd
 import scores
 import torch
 import xarray as xr
-from scipy.interpolate import RegularGridInterpolator
 from scipy.linalg import cho_factor, cho_solve
 
-from components.config import load_config
-from components.metrics import latitude_weights
-from components.obs_datasets import coarse_coordinates, coarsen_fields
-from components.obstable import ObsTable
-from components.osse_workflow import open_nature, period_times
-from components.storage import Store
-from processor.grid import EARTH_RADIUS_KM, unit_vectors
+from obscast.components.config import load_config
+from obscast.components.data.interp import PointInterpolator
+from obscast.components.verification.metrics import latitude_weights
+from obscast.components.data.fields import coarse_coordinates, coarsen_fields
+from obscast.components.store.obstable import ObsTable
+from obscast.components.data.experiment import open_target, period_times
+from obscast.components.store.storage import Store
+from obscast.processor.grid import EARTH_RADIUS_KM, unit_vectors
 
 
 def _unit_vectors(lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
-    """(n, 3) float64 unit vectors of points given in degrees (:func:`processor.grid.unit_vectors`)."""
+    """(n, 3) float64 unit vectors of points given in degrees (:func:`obscast.processor.grid.unit_vectors`)."""
     return unit_vectors(torch.as_tensor(lat_deg, dtype=torch.float64), torch.as_tensor(lon_deg, dtype=torch.float64)).numpy()
 
 
@@ -66,10 +66,9 @@ def _distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _bilinear(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, plat: np.ndarray, plon: np.ndarray) -> np.ndarray:
-    """``field`` (lat, lon) on an ascending-latitude, periodic-longitude grid at points [deg]."""
-    ext = np.concatenate([field, field[:, :1]], axis=1)
-    interp = RegularGridInterpolator((lat, np.append(lon, lon[0] + 360.0)), ext)
-    return interp(np.c_[np.clip(plat, lat[0], lat[-1]), lon[0] + np.mod(plon - lon[0], 360.0)])
+    """``field`` (lat, lon) at points [deg]: the observation operator the OSSE simulated with
+    (:class:`obscast.components.data.interp.PointInterpolator`)."""
+    return PointInterpolator(lat, lon, plat, plon)(field)
 
 
 def _rmse(field: np.ndarray, truth: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> float:
@@ -89,20 +88,20 @@ def main() -> None:
 
     config = load_config(a.config, {"store": a.store} if a.store else None)
     store = Store(config.store, config.storage_options)
-    nature = open_nature(store)
+    nature = open_target(store, config)
     lat, lon = nature["latitude"].values, nature["longitude"].values
     if lat[0] > lat[-1]:
         raise SystemExit("expected ascending latitudes in the nature run")
-    factor = config.osse.training.coarsen
+    factor = config.model.coarsen
     clat, clon = coarse_coordinates(lat, lon, factor)
     grid = _unit_vectors(*(g.ravel() for g in np.meshgrid(lat, lon, indexing="ij")))
     s_o = config.osse.error_model.std("surface_air_pressure")
     window = config.ingest.window
-    times = period_times(nature, config.osse.test_period)
+    times = period_times(nature, config.experiment.split.test)
     picks = times[np.linspace(1, len(times) - 1, a.times).astype(int)]
     synop = ObsTable(store, "obs/synop.zarr")
     ps = nature["surface_air_pressure"]
-    climatology = ps.sel(time=period_times(nature, config.osse.train_period)).mean("time").values.astype(np.float64)
+    climatology = ps.sel(time=period_times(nature, config.experiment.split.train)).mean("time").values.astype(np.float64)
 
     rows = []
     for t in picks:

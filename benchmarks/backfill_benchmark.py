@@ -89,7 +89,7 @@ def make_osse_data(data: Path) -> None:
 
 
 def run_once(data: Path, tmp: Path, source: str, workers: int, tag: str, config: Path, period: tuple[str, str]) -> tuple[float, dict]:
-    from flows.backfill import backfill_flow
+    from obscast.flows.backfill import backfill_flow
 
     store = tmp / f"store-{tag}"
     store.mkdir()
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             config = make_sample_data(args.data, args.reports)
     period = PERIODS[args.input]
 
-    from components.obstable import ObsTable
-    from components.storage import Store
-    from infra.prefect_server import prefect_server, server_env, temporary_env
+    from obscast.components.store.obstable import ObsTable
+    from obscast.components.store.storage import Store
+    from obscast.infra.prefect_server import prefect_server, server_env, temporary_env
 
     times: dict[int, list[float]] = {1: [], 2: []}
     results: dict[int, dict] = {}

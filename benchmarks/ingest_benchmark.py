@@ -45,12 +45,12 @@ import pandas as pd  # noqa: E402
 import pdbufr  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from components.gridstore import write_gridded  # noqa: E402
-from components.obstable import ObsTable, split_windows  # noqa: E402
-from components.qc import apply_qc  # noqa: E402
-from components.readers.bufr import BUFR_KEYS, read_observations  # noqa: E402
-from components.readers.grib import read_grib  # noqa: E402
-from components.storage import Store  # noqa: E402
+from obscast.components.store.gridstore import write_gridded  # noqa: E402
+from obscast.components.store.obstable import ObsTable, split_windows  # noqa: E402
+from obscast.components.obs.qc import apply_qc  # noqa: E402
+from obscast.components.obs.readers.bufr import BUFR_KEYS, read_observations  # noqa: E402
+from obscast.components.obs.readers.grib import read_grib  # noqa: E402
+from obscast.components.store.storage import Store  # noqa: E402
 
 SAMPLES = ROOT / "data" / "samples"
 TARGET_RATIO = 1.3
@@ -239,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             for case in cases:
                 results.append(run_case(*case, target, args.repeats))
         if args.s3:
-            from infra.prefect_server import temporary_env
-            from infra.s3_server import DEV_KEY, DEV_SECRET, s3_server
+            from obscast.infra.prefect_server import temporary_env
+            from obscast.infra.s3_server import DEV_KEY, DEV_SECRET, s3_server
 
             keys = {k: os.environ.get(k, d) for k, d in (("AWS_ACCESS_KEY_ID", DEV_KEY), ("AWS_SECRET_ACCESS_KEY", DEV_SECRET))}
             with temporary_env(**keys), s3_server(Path(tmp) / "seaweedfs") as endpoint:

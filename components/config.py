@@ -23,9 +23,9 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from components.errors import ConfigError
-from components.nature import NatureRunConfig
-from components.osse import ErrorModel
+from obscast.components.errors import ConfigError
+from obscast.components.osse.nature import NatureRunConfig
+from obscast.components.osse.errors import ErrorModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -100,7 +100,7 @@ class GriddedConfig(_Strict):
 
 
 class IngestConfig(_Strict):
-    """How observations are cut into windows ``(end - window, end]`` (DESIGN.md §2)."""
+    """How observations are cut into windows ``(end - window, end]`` (docs/architecture.md)."""
 
     window: Duration = Field(default_factory=lambda: pd.Timedelta(hours=6))
     row_chunk: int = Field(default=65536, gt=0, description="rows per zarr chunk of observation tables")
@@ -112,56 +112,73 @@ class LatentGridConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Architecture of encoders, processor and decoders."""
+    """Architecture of encoders, fusion, processor and decoders (``obscast.components.model``)."""
 
     name: str = Field(default="obscast", pattern=r"^[A-Za-z0-9_.-]+$")
     latent_grid: LatentGridConfig = Field(default_factory=LatentGridConfig)
-    latent_channels: int = Field(default=48, gt=0)
-    hidden_channels: int = Field(default=64, gt=0)
-    n_blocks: int = Field(default=4, gt=0)
-    step: Duration = Field(default_factory=lambda: pd.Timedelta(hours=12))
-    encoder_lengthscale: LengthKm = 500.0
-    decoder_lengthscale: LengthKm = 300.0
-    profile_levels_hpa: list[float] = Field(default_factory=lambda: [850.0, 500.0, 250.0])
-    residual: bool = Field(default=True, description="add the gridded analysis to the decoded increment")
+    step: Duration = Field(default_factory=lambda: pd.Timedelta(hours=6), description="processor time step Δt")
+    latent_channels: int = Field(default=64, gt=0)
+    processor_hidden: int = Field(default=64, gt=0)
+    n_blocks: int = Field(default=3, gt=0, description="residual blocks of the processor")
+    decoder_hidden: int = Field(default=64, gt=0)
+    encoder_hidden: int = Field(default=64, gt=0, description="hidden width of the SetConv encoders' MLPs")
+    analysis_blocks: int = Field(default=2, ge=0, description="residual blocks turning the fused state into the analysis")
+    history: int = Field(default=1, ge=1, description="observation windows per source before init")
+    cycling: bool = Field(default=True, description="the background of each analysis is the model's own Δt forecast")
+    encoder_lengthscale: LengthKm | None = Field(default=None, description="initial SetConv kernel lengthscale (None: the latent grid spacing)")
+    station_lengthscale: LengthKm | None = Field(default=None, description="initial station decoder lengthscale (None: half the grid spacing)")
+    pressure_levels_hpa: list[float] = Field(
+        default_factory=lambda: [850.0, 700.0, 500.0, 400.0, 300.0, 250.0], min_length=1,
+        description="layers of profile sources (TEMP, aircraft) in their normalisation and encoders",
+    )
+    coarsen: int = Field(default=2, ge=1, description="output grid = target grid averaged over coarsen x coarsen")
+    climatology: Literal["zonal", "gridpoint"] = "zonal"
 
 
 class TrainConfig(_Strict):
-    """Training on the gridded dataset's within-member transitions."""
+    """Optimisation (``obscast.components.training``), the same for every experiment."""
 
-    dataset: str = "era5_sample"
-    train_members: list[int] = Field(default_factory=lambda: list(range(8)))
-    test_members: list[int] = Field(default_factory=lambda: [8, 9])
-    epochs: int = Field(default=60, gt=0)
-    batch_size: int = Field(default=4, gt=0)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    rollout_steps: int = Field(default=1, gt=0)
-    station_points: int = Field(default=512, ge=0, description="random grid points per sample for the station decoder")
-    source_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    epochs: int = Field(default=5, gt=0)
+    batch_size: int = Field(default=8, gt=0, description="global batch: samples (or parallel cycles) per optimiser step")
+    learning_rate: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    rollout_schedule: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 8], min_length=1, description="rollout steps per epoch, the last repeats")
+    source_dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
+    station_points: int = Field(default=256, ge=0, description="station positions drawn per batch for the station loss")
+    station_weight: float = Field(default=1.0, ge=0.0)
+    analysis_weight: float = Field(default=0.5, ge=0.0, description="weight of the loss on the decoded analysis at init")
+    grad_clip: float = Field(default=1.0, ge=0.0, description="gradient norm clip (0: none)")
+    spinup_cycles: int = Field(default=4, ge=0, description="cycling: cycles that only spin the background up before each stretch")
+    max_minutes: float | None = Field(default=None, gt=0, description="stop after the epoch that passes this training time")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @model_validator(mode="after")
-    def _disjoint(self) -> "TrainConfig":
-        overlap = set(self.train_members) & set(self.test_members)
-        if overlap:
-            raise ValueError(f"train_members and test_members overlap: {sorted(overlap)}")
-        return self
+    devices: int = Field(default=1, ge=1, description="processes (GPUs) per node; > 1 trains with distributed data parallel")
+    num_nodes: int = Field(default=1, ge=1, description="nodes of a multi-node run (launched by torchrun or a cluster)")
+    strategy: Literal["auto", "ddp"] = "auto"
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] | None = Field(default=None, description="None: bf16-mixed on CUDA, 32-true on the CPU")
+    checkpoint_dir: str | None = Field(default=None, description="where last.ckpt is written (None: <store>/checkpoints/<model.name> on a local store, none on S3)")
+    checkpoint_every_n_steps: int | None = Field(default=None, gt=0, description="also checkpoint every n optimiser steps (always at each epoch end)")
+    resume: bool = Field(default=False, description="resume from the last checkpoint of an interrupted run")
 
 
 class ForecastConfig(_Strict):
-    init_time: datetime | None = Field(default=None, description="None: the first init time with a full verifying rollout")
-    n_steps: int = Field(default=2, gt=0)
-    station_source: str = "synop"
+    init_time: datetime | None = Field(default=None, description="None: the first init time of the test split")
+    n_steps: int = Field(default=20, gt=0)
 
 
 class VerifyConfig(_Strict):
-    variables: list[str] | None = None
+    """Verification on the test split (``obscast.components.verification``)."""
+
+    channels: list[str] | None = Field(default=None, description="channels in the tables and plot (None: all)")
+    max_stations: int = Field(default=1000, ge=0, description="stations scored (evenly spaced subset; 0: no station scores)")
+    withhold_every: int = Field(default=4, ge=0, description="every k-th test init is also scored with each source withheld (0: never)")
+    spinup_cycles: int = Field(default=8, ge=0, description="cycling: windows run from a cold start before the first scored or forecast init")
 
 
 class RetrainConfig(_Strict):
     """``obscast retrain``: a challenger warm-started from the champion and the promotion gate
-    (components/promotion.py: score = mean over channels and lead times of RMSE / climatology RMSE)."""
+    (``obscast.components.verification.promotion``: score = mean over channels and lead times of
+    RMSE / climatology RMSE)."""
 
     margin: float = Field(default=0.01, ge=0.0, lt=1.0, description="required relative score improvement (0.01 = 1 %)")
     epochs: int | None = Field(default=None, gt=0, description="challenger epochs (None: train.epochs)")
@@ -181,47 +198,56 @@ class Period(_Strict):
         return self
 
 
-class OsseTrainingConfig(_Strict):
-    """Architecture and optimisation of the OSSE model (see components/obs_training.py)."""
+class TargetConfig(_Strict):
+    """What the model must predict."""
 
-    history: int = Field(default=2, ge=1, description="observation windows per source before init")
-    latent_channels: int = Field(default=64, gt=0)
-    processor_hidden: int = Field(default=64, gt=0)
-    n_blocks: int = Field(default=3, gt=0)
-    decoder_hidden: int = Field(default=64, gt=0)
-    analysis_blocks: int = Field(default=2, ge=0, description="residual blocks turning the fused state into the analysis")
-    coarsen: int = Field(default=2, ge=1, description="output grid = nature grid averaged over coarsen x coarsen")
-    climatology: Literal["zonal", "gridpoint"] = "zonal"
-    rollout_schedule: list[int] = Field(default_factory=lambda: [1, 2, 4, 4, 8, 8], min_length=1)
-    learning_rate: float = Field(default=2e-3, gt=0)
-    batch_size: int = Field(default=8, gt=0)
-    source_dropout: float = Field(default=0.3, ge=0.0, lt=1.0)
-    max_minutes: float | None = Field(default=None, gt=0)
+    dataset: str = Field(description="gridded dataset in the store (gridded/<dataset>.zarr): 'nature' (OSSE) or a `gridded` entry")
+    stations: str | None = Field(default="synop", description="observation source whose station positions the station decoder serves")
+    station_channels: list[str] | None = Field(default=None, description="station decoder channels (None: surface pressure and lowest-level T, u, v present)")
+
+
+class SplitConfig(_Strict):
+    """Train / validation / test split: by period (``{start, end}`` each) or by member (lists)."""
+
+    by: Literal["period", "member"]
+    train: Period | list[int]
+    validation: Period | list[int]
+    test: Period | list[int]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SplitConfig":
+        parts = (self.train, self.validation, self.test)
+        if self.by == "period":
+            if not all(isinstance(p, Period) for p in parts):
+                raise ValueError("split by period needs {start, end} for train, validation and test")
+            if not (self.train.end < self.validation.start and self.validation.end < self.test.start):
+                raise ValueError("periods must be ordered and disjoint: train < validation < test")
+        else:
+            if not all(isinstance(p, list) and p for p in parts):
+                raise ValueError("split by member needs non-empty member lists for train, validation and test")
+            if set(self.train) & set(self.test) or set(self.validation) & set(self.test):
+                raise ValueError("test members must not be used for training or validation")
+        return self
+
+
+class ExperimentConfig(_Strict):
+    """One experiment definition for every configuration: inputs, target and split.
+
+    The OSSE differs from real data only in where the raw files come from (``osse``, the
+    simulate stage) and in its target (``nature``, the nature run)."""
+
+    inputs: list[str] = Field(min_length=1, description="observation sources and/or gridded datasets fed to the encoders")
+    target: TargetConfig
+    split: SplitConfig
 
 
 class OsseConfig(_Strict):
-    """The observing-system simulation experiment (DESIGN.md §4): nature run, simulated
-    observations at the real networks' positions, and the temporal split of its period."""
+    """The observing-system simulation experiment (docs/architecture.md): nature run and
+    simulated observations at the real networks' positions (the simulate stage only)."""
 
     nature: NatureRunConfig = Field(default_factory=NatureRunConfig)
     error_model: ErrorModel = Field(default_factory=ErrorModel)
     networks: str = "../data/networks"
-    training: OsseTrainingConfig = Field(default_factory=OsseTrainingConfig)
-    train_period: Period
-    validation_period: Period
-    test_period: Period
-
-    @model_validator(mode="after")
-    def _split(self) -> "OsseConfig":
-        if not (self.train_period.end < self.validation_period.start and self.validation_period.end < self.test_period.start):
-            raise ValueError("periods must be ordered and disjoint: train < validation < test")
-        times = self.nature.times()
-        first, last = pd.Timestamp(times[0]), pd.Timestamp(times[-1])
-        for name in ("train_period", "validation_period", "test_period"):
-            period = getattr(self, name)
-            if pd.Timestamp(period.start) < first or pd.Timestamp(period.end) > last:
-                raise ValueError(f"{name} [{period.start}, {period.end}] is outside the nature run [{first}, {last}]")
-        return self
 
 
 class Config(BaseSettings):
@@ -251,7 +277,36 @@ class Config(BaseSettings):
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    experiment: ExperimentConfig | None = None
     osse: OsseConfig | None = None
+
+    @model_validator(mode="after")
+    def _experiment(self) -> "Config":
+        e = self.experiment
+        if e is None:  # enough to ingest; train, forecast and verify need an experiment
+            return self
+        known = set(self.sources) | set(self.gridded)
+        unknown = [n for n in e.inputs if n not in known]
+        if unknown:
+            raise ValueError(f"experiment.inputs {unknown} are neither `sources` nor `gridded` entries")
+        gridded_inputs = [n for n in e.inputs if n in self.gridded]
+        if any(n != e.target.dataset for n in gridded_inputs):
+            raise ValueError(f"gridded inputs {gridded_inputs} must be the target dataset {e.target.dataset!r} (its analysis at init)")
+        if self.osse is not None:
+            if e.target.dataset != "nature":
+                raise ValueError("an OSSE's experiment.target.dataset is 'nature' (the nature run)")
+            if e.split.by == "period":
+                times = self.osse.nature.times()
+                first, last = pd.Timestamp(times[0]), pd.Timestamp(times[-1])
+                for name in ("train", "validation", "test"):
+                    period = getattr(e.split, name)
+                    if pd.Timestamp(period.start) < first or pd.Timestamp(period.end) > last:
+                        raise ValueError(f"experiment.split.{name} [{period.start}, {period.end}] is outside the nature run [{first}, {last}]")
+        elif e.target.dataset not in self.gridded:
+            raise ValueError(f"experiment.target.dataset {e.target.dataset!r} is not a `gridded` entry")
+        if e.target.stations is not None and e.target.stations not in self.sources:
+            raise ValueError(f"experiment.target.stations {e.target.stations!r} is not a `sources` entry")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -271,6 +326,19 @@ class Config(BaseSettings):
         if "://" in value and not value.startswith(("s3://", "file://", "memory://")):
             raise ValueError(f"expected a local path or an s3:// URL, found {value!r}")
         return value
+
+    def require_experiment(self) -> ExperimentConfig:
+        """The ``experiment`` section.
+
+        Raises
+        ------
+        ConfigError
+            If the configuration has none (it can ingest, but not train, forecast or verify).
+        """
+        if self.experiment is None:
+            raise ConfigError("the configuration has no 'experiment' section (inputs, target, split): "
+                              "it can ingest, but not train, forecast or verify (see configs/default.yaml)")
+        return self.experiment
 
     def public_dict(self) -> dict[str, Any]:
         """The configuration as JSON-able data with secrets removed (for metadata and artifacts)."""

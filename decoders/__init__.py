@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decoders.gridded import GriddedDecoder
-from decoders.station import StationDecoder
+from obscast.decoders.gridded import GriddedDecoder
+from obscast.decoders.station import StationDecoder
 
 __all__ = ["GriddedDecoder", "StationDecoder"]

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from processor.grid import LatLonGrid, grid_coordinates
-from processor.interp import BilinearRegridder
-from processor.layers import SphericalConv2d
+from obscast.processor.grid import LatLonGrid, grid_coordinates
+from obscast.processor.interp import BilinearRegridder
+from obscast.processor.layers import SphericalConv2d
 
 
 class GriddedDecoder(nn.Module):
@@ -27,7 +27,7 @@ class GriddedDecoder(nn.Module):
     grid : LatLonGrid
         The latent grid.
     out_lat, out_lon : int or sequence of float
-        Output grid, see :func:`processor.grid.grid_coordinates`.
+        Output grid, see :func:`obscast.processor.grid.grid_coordinates`.
     hidden : int
         Hidden channels of the head.
     """

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from encoders.gridded import GriddedEncoder
-from encoders.setconv import SetConvEncoder, pressure_from_height
+from obscast.encoders.gridded import GriddedEncoder
+from obscast.encoders.setconv import SetConvEncoder, pressure_from_height
 
 #: Encoder classes by the ``type`` name used in source specs.
 ENCODERS: dict[str, type[nn.Module]] = {"setconv": SetConvEncoder, "gridded": GriddedEncoder}

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from processor.grid import LatLonGrid, grid_coordinates
-from processor.interp import BilinearRegridder
-from processor.layers import pointwise_mlp
+from obscast.processor.grid import LatLonGrid, grid_coordinates
+from obscast.processor.interp import BilinearRegridder
+from obscast.processor.layers import pointwise_mlp
 
 
 class GriddedEncoder(nn.Module):
@@ -20,7 +20,7 @@ class GriddedEncoder(nn.Module):
     variables : list of str
         Channel names of the input field, in order.
     in_lat, in_lon : int or sequence of float
-        Source grid, see :func:`processor.grid.grid_coordinates`.
+        Source grid, see :func:`obscast.processor.grid.grid_coordinates`.
     grid : LatLonGrid
         The latent grid.
     out_channels : int
@@ -33,7 +33,7 @@ class GriddedEncoder(nn.Module):
     Raises
     ------
     ValueError
-        If the source coordinates are not monotonic (see :func:`processor.interp.bilinear_weights`).
+        If the source coordinates are not monotonic (see :func:`obscast.processor.interp.bilinear_weights`).
     """
 
     def __init__(

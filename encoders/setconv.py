@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from processor.grid import LatLonGrid
-from processor.interp import KernelLengthscale, gaussian_scatter
-from processor.layers import masked_fill_nan, pointwise_mlp
+from obscast.processor.grid import LatLonGrid
+from obscast.processor.interp import KernelLengthscale, gaussian_scatter
+from obscast.processor.layers import masked_fill_nan, pointwise_mlp
 
 # ICAO Standard Atmosphere (ICAO Doc 7488/3, Manual of the ICAO Standard Atmosphere, 1993).
 G0 = 9.80665  # standard gravity, m s-2
@@ -159,7 +159,7 @@ class SetConvEncoder(nn.Module):
 
         ``self.mlp(x)`` with ``x, density = self.features(obs)`` is ``forward(obs)``. With the
         kernel lengthscale frozen, ``x`` depends on the observations only and can be cached
-        (:class:`components.obs_training.FeatureCache`).
+        (:class:`obscast.components.training.trainer.FeatureCache`).
 
         Parameters
         ----------

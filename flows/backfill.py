@@ -7,7 +7,7 @@ is the unit that is committed), then for each window
 
 1. skips it when the ``obs/<source>.zarr`` window index has it already (``"skipped"``);
 2. otherwise gives it only the raw files whose observations fall in it, known from the file
-   catalogue (:mod:`components.catalogue`: every file is decoded once for its time range,
+   catalogue (:mod:`obscast.components.store.catalogue`: every file is decoded once for its time range,
    cached in the store under ``catalogue/<source>.json`` by path, size and mtime); a window
    that no file covers is ``"empty"``;
 3. reads those files keeping the rows in the window and QCs each window on its own, in tasks
@@ -16,12 +16,12 @@ is the unit that is committed), then for each window
    task runner: with ``workers=1`` a single thread, with ``workers=N > 1`` a local Dask cluster
    of ``N`` worker processes (prefect-dask); at most ``2 * workers`` tasks are in flight;
 4. commits windows from the flow process, **one writer, in chronological order**: their
-   quarantined rows, then their accepted rows (:func:`flows.ingest.write_observation_windows`),
+   quarantined rows, then their accepted rows (:func:`obscast.flows.ingest.write_observation_windows`),
    several windows per append (about ``ingest.row_chunk`` rows, or what was read in the last
    10 s), so that the table's last chunk is rewritten once per chunk rather than once per
    window. Status ``"written"``, or ``"unchanged"`` when an identical window is stored already.
    Writers in other processes (a second backfill, an ingest) are kept apart by the table's
-   lock (:meth:`components.obstable.ObsTable.write_windows`), so two backfills over
+   lock (:meth:`obscast.components.store.obstable.ObsTable.write_windows`), so two backfills over
    overlapping ranges at once store each window once.
 
 Because windows are committed in time order and each commit is atomic (rows first, then the
@@ -45,14 +45,14 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from components.catalogue import FileCatalogue, overlapping, scan_file
-from components.config import Config
-from components.errors import ConfigError, ObscastError
-from components.obstable import ObsTable, split_windows, window_key
-from components.qc import apply_qc
-from components.storage import expand_paths
-from flows.common import load, store_of, task
-from flows.ingest import read_files, write_observation_windows
+from obscast.components.store.catalogue import FileCatalogue, overlapping, scan_file
+from obscast.components.config import Config
+from obscast.components.errors import ConfigError, ObscastError
+from obscast.components.store.obstable import ObsTable, split_windows, window_key
+from obscast.components.obs.qc import apply_qc
+from obscast.components.store.storage import expand_paths
+from obscast.flows.common import load, store_of, task
+from obscast.flows.ingest import read_files, write_observation_windows
 
 STATUSES = ("written", "unchanged", "skipped", "empty", "failed", "not run")
 COMMIT_INTERVAL = 10.0  # seconds: read windows wait at most about this long for their commit
@@ -116,7 +116,7 @@ def check_request(config: Config, source: str, start: Any, end: Any, workers: in
 
 @task(name="scan-file")
 def scan_file_task(kind: str, path: str) -> dict[str, Any]:
-    """Catalogue entry of one raw file (see :func:`components.catalogue.scan_file`)."""
+    """Catalogue entry of one raw file (see :func:`obscast.components.store.catalogue.scan_file`)."""
     return scan_file(kind, path)
 
 
@@ -128,7 +128,7 @@ def read_windows(name: str, kind: str, paths: list[str], keys: list[str], first:
     Returns
     -------
     dict
-        Window key -> :class:`components.qc.QCResult`, or None for a window without rows.
+        Window key -> :class:`obscast.components.obs.qc.QCResult`, or None for a window without rows.
     """
     start, end = pd.Timestamp(first) - window, pd.Timestamp(last)
     parts = split_windows(read_files(kind, paths, (start, end)), window)

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Callable
 
-from components.errors import ObscastError
+from obscast.components.errors import ObscastError
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -102,7 +102,7 @@ def _quiet_tracebacks() -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
-    from components.config import load_config
+    from obscast.components.config import load_config
 
     # Validate the configuration before any flow starts.
     load_config(args.config, {"store": args.store} if args.store else None)
@@ -110,7 +110,7 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     if args.command == "models":
         return _models(args), _describe_models
     if args.command == "serve":
-        from infra.deploy import PREFECT_FILE, serve_deployments
+        from obscast.infra.deploy import PREFECT_FILE, serve_deployments
 
         # --config/--store become the deployments' parameter defaults (absolute: runs may start elsewhere).
         defaults = {"config_path": args.config and os.path.abspath(args.config),
@@ -119,45 +119,45 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
                                    args.prefect_file or PREFECT_FILE)
         return served, lambda r: "stopped serving " + ", ".join(r)
     if args.command == "simulate":
-        from flows.simulate import simulate_flow
+        from obscast.flows.simulate import simulate_flow
 
         return simulate_flow(**kw), lambda r: f"nature run: {r['nature']}\nsimulated observations ({r['status']}): {r['rows']}"
     if args.command == "ingest":
-        from flows.ingest import ingest_flow
+        from obscast.flows.ingest import ingest_flow
 
         return ingest_flow(**kw), _describe_ingest
     if args.command == "backfill":
-        from flows.backfill import backfill_flow, check_request
+        from obscast.flows.backfill import backfill_flow, check_request
 
         check_request(load_config(args.config, {"store": args.store} if args.store else None), args.source, args.start, args.end,
                       args.workers, args.config)  # one-line errors before any flow starts
         return backfill_flow(**kw, source=args.source, start=args.start, end=args.end, workers=args.workers), _describe_backfill
     if args.command == "train":
-        from flows.train import train_flow
+        from obscast.flows.train import train_flow
 
         return train_flow(**kw, epochs=args.epochs), lambda r: f"model {r['name']} {r['version']} written to {r['url']} (final loss {r['loss_curve'][-1]:.4f})"
     if args.command == "forecast":
-        from flows.forecast import forecast_flow
+        from obscast.flows.forecast import forecast_flow
 
         return forecast_flow(**kw, init_time=args.init_time, n_steps=args.steps, version=args.version), _describe_outputs
     if args.command == "retrain":
-        from flows.retrain import retrain_flow
+        from obscast.flows.retrain import retrain_flow
 
         return retrain_flow(**kw, epochs=args.epochs, margin=args.margin, learning_rate=args.learning_rate), _describe_retrain
     if args.command == "verify":
-        from flows.verify import verify_flow
+        from obscast.flows.verify import verify_flow
 
         return verify_flow(**kw, version=args.version), _describe_outputs
-    from flows.pipeline import pipeline_flow
+    from obscast.flows.pipeline import pipeline_flow
 
     return pipeline_flow(**kw), _describe_outputs
 
 
 def _models(args: argparse.Namespace) -> dict[str, Any]:
     """Registry actions (no Prefect flow: they are quick metadata operations)."""
-    from components import registry
-    from components.config import load_config
-    from components.storage import Store
+    from obscast.components.store import registry
+    from obscast.components.config import load_config
+    from obscast.components.store.storage import Store
 
     config = load_config(args.config, {"store": args.store} if args.store else None)
     store, name = Store(config.store, config.storage_options), config.model.name

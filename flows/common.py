@@ -11,9 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from components.config import Config, load_config
-from components.errors import ObscastError
-from components.storage import Store
+from obscast.components.config import Config, load_config
+from obscast.components.errors import ObscastError
+from obscast.components.store.storage import Store
 
 # Tasks take DataFrames, datasets and models: never hash them for caching.
 task = partial(_task, cache_policy=NO_CACHE)

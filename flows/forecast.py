@@ -1,4 +1,4 @@
-"""Forecast flow: from an init time, roll the model out and write gridded and station products."""
+"""Forecast flow: from an init time, run the model and write gridded and station products."""
 
 from __future__ import annotations
 
@@ -6,44 +6,56 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import flow, get_run_logger
+from prefect import flow
 
-from components.datasets import stack_channels
-from components.errors import ObscastError
-from components.forecasting import Forecaster, gridded_forecast_dataset, obs_batch, station_forecast_dataset
-from components.gridstore import open_gridded
-from components.obstable import ObsTable
-from components.storage import Store
-from flows.common import IO_RETRIES, load, publish_products, store_of, task, write_products
+from obscast.components.data.experiment import load_tables, open_target
+from obscast.components.store.obstable import ObsTable
+from obscast.components.model.forecasting import gridded_forecast_dataset, load_model, station_forecast_dataset
+from obscast.flows.common import load, publish_products, store_of, task, write_products
 
 
-def station_positions(store: Store, source: str) -> pd.DataFrame:
-    """One row per station (``station_id``, ``latitude``, ``longitude``) from a stored observation table."""
-    table = ObsTable(store, f"obs/{source}.zarr").read()
-    if table.empty:
-        raise ObscastError(f"{store.url('obs', source + '.zarr')}: no observations to take station positions from (run `obscast ingest`)")
-    return table.drop_duplicates("station_id")[["station_id", "latitude", "longitude"]].reset_index(drop=True)
+@task(name="forecast")
+def forecast_task(config, init_time: str | None, n_steps: int | None, version: str | None) -> dict[str, Any]:
+    """Forecast from ``init_time`` (default ``forecast.init_time``, else the first test init) and
+    write ``forecasts/<model>/<version>/<init>.zarr`` and ``<init>.stations.zarr``."""
+    from obscast.components.training.workflow import forecast_at
 
-
-@task(name="gather-inputs", **IO_RETRIES)
-def gather_inputs(config, forecaster: Forecaster, init_time: pd.Timestamp) -> tuple[np.ndarray, dict[str, Any], dict[str, int]]:
-    """The analysis at init time and the observation windows ``(init - window, init]`` per source."""
     st = store_of(config)
-    gridded = open_gridded(st, config.train.dataset)
-    member = config.train.test_members[0]
-    times = pd.to_datetime(gridded["time"].values)
-    if init_time not in times:
-        raise ObscastError(f"{st.url('gridded', config.train.dataset + '.zarr')}: no analysis at init time {init_time} (have {[str(t) for t in times]})")
-    analysis = stack_channels(gridded.sel(member=[member], time=[init_time]).load()).isel(time=0).values
-    observations, counts = {}, {}
-    stats = forecaster.metadata.get("obs_normaliser", {})
-    for name, src in config.sources.items():
-        rows = ObsTable(st, f"obs/{name}.zarr").read(init_time - config.ingest.window, init_time)
-        counts[name] = len(rows)
-        batch = obs_batch(rows, src.kind, stats.get(name)) if name in stats else None
-        if batch is not None:
-            observations[name] = batch
-    return analysis, observations, counts
+    model, meta = load_model(st, config.model.name, version)
+    truth, tables = open_target(st, config), load_tables(st, config)
+    steps = n_steps or config.forecast.n_steps
+    init = pd.Timestamp(init_time or config.forecast.init_time or _first_test_init(config, truth))
+    ds, out = forecast_at(model, config, tables, truth, meta["statistics"], init, steps)
+    grid = ds.denormalise(out["grid"])[0].numpy()
+    attrs = {"title": "obscast forecast", "model": meta["name"], "model_version": meta["version"], "code_version": meta["code_version"]}
+    products = {f"{init:%Y%m%dT%H%M}.zarr": gridded_forecast_dataset(grid, ds.channels, ds.out_latitude, ds.out_longitude, init, config.model.step, attrs)}
+    rows = [("gridded forecast", "(lead_time, level, latitude, longitude)")]
+    source = config.experiment.target.stations
+    if "stations" in out and len(ds.station_latitude):
+        stations = ds.denormalise(out["stations"], channel_axis=-1, channels=ds.station_channels)[0].numpy()
+        raw = ObsTable(st, f"obs/{source}.zarr").read().drop_duplicates(["latitude", "longitude"])
+        ids = dict(zip(zip(raw["latitude"].round(4), raw["longitude"].round(4)), raw["station_id"]))
+        lat, lon = ds.station_latitude.numpy().astype(float), ds.station_longitude.numpy().astype(float)
+        station_ids = np.array([ids.get((round(a, 4), round(b, 4)), "") for a, b in zip(lat, lon)], dtype=object)
+        products[f"{init:%Y%m%dT%H%M}.stations.zarr"] = station_forecast_dataset(
+            stations, ds.station_channels, station_ids, lat, lon, init, config.model.step, {**attrs, "stations_from": source})
+        rows.append(("station forecasts", f"(lead_time, station) at {len(lat)} {source} positions"))
+    urls = write_products(config, ("forecasts", meta["name"], meta["version"]), products)
+    leads = [f"{(k + 1) * config.model.step / pd.Timedelta(hours=1):g} h" for k in range(steps)]
+    publish_products(f"Forecast from init time {init:%Y-%m-%d %H:%M} UTC",
+                     [f"model {meta['name']} {meta['version']}", f"lead times: {', '.join(leads)}"],
+                     [(name, url, content) for (name, content), url in zip(rows, urls.values())])
+    result = {"forecast": urls[f"{init:%Y%m%dT%H%M}.zarr"], "init_time": str(init), "lead_times": leads}
+    if len(urls) > 1:
+        result["stations"] = urls[f"{init:%Y%m%dT%H%M}.stations.zarr"]
+    return result
+
+
+def _first_test_init(config, truth) -> pd.Timestamp:
+    split = config.experiment.split
+    if split.by == "period":
+        return pd.Timestamp(split.test.start)
+    return pd.Timestamp(truth["time"].values[0])
 
 
 @flow(name="forecast", log_prints=True)
@@ -56,37 +68,6 @@ def forecast_flow(
     Returns
     -------
     dict
-        ``forecast`` and ``stations`` URLs, ``init_time``, ``lead_times`` and the observation counts used.
+        ``forecast`` and ``stations`` URLs, ``init_time`` and ``lead_times``.
     """
-    config = load(config_path, store)
-    if config.osse is not None:
-        from flows.osse import forecast_osse_task
-
-        return forecast_osse_task(config, init_time, n_steps, version)
-    st = store_of(config)
-    logger = get_run_logger()
-    forecaster = Forecaster.load(st, config.model.name, version)
-    meta = forecaster.metadata
-    gridded = open_gridded(st, config.train.dataset)
-    init = pd.Timestamp(init_time or config.forecast.init_time or gridded["time"].values[0])
-    steps = n_steps or config.forecast.n_steps
-    analysis, observations, counts = gather_inputs(config, forecaster, init)
-    stations = station_positions(st, config.forecast.station_source)
-    grid, points = forecaster.predict(analysis, steps, stations["latitude"].to_numpy(), stations["longitude"].to_numpy(), observations)
-    attrs = {"title": "obscast forecast", "model": meta["name"], "model_version": meta["version"], "code_version": meta["code_version"]}
-    ds = gridded_forecast_dataset(grid[0], forecaster.channels, gridded["latitude"].values, gridded["longitude"].values, init, forecaster.step, attrs)
-    sds = station_forecast_dataset(points[0], forecaster.channels, stations["station_id"].to_numpy(), stations["latitude"].to_numpy(),
-                                   stations["longitude"].to_numpy(), init, forecaster.step, {**attrs, "stations_from": config.forecast.station_source})
-    stem = init.strftime("%Y%m%dT%H%M")
-    base = ("forecasts", meta["name"], meta["version"])
-    urls = write_products(config, base, {f"{stem}.zarr": ds, f"{stem}.stations.zarr": sds})
-    url, surl = urls[f"{stem}.zarr"], urls[f"{stem}.stations.zarr"]
-    leads = [f"{int(h)} h" for h in pd.to_timedelta(ds["lead_time"].values) / pd.Timedelta(hours=1)]
-    logger.info("forecast from %s, lead times %s, observations used %s", init, leads, counts)
-    publish_products(
-        f"Forecast from init time {init:%Y-%m-%d %H:%M} UTC",
-        [f"model {meta['name']} {meta['version']}", f"lead times: {', '.join(leads)}", f"observations in the window before init time: {counts}"],
-        [("gridded forecast", url, "(lead_time, level, latitude, longitude)"),
-         ("station forecasts", surl, f"(lead_time, station) at {len(stations)} {config.forecast.station_source} stations")],
-    )
-    return {"forecast": url, "stations": surl, "init_time": str(init), "lead_times": leads, "observations": counts}
+    return forecast_task(load(config_path, store), init_time, n_steps, version)

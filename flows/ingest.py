@@ -14,14 +14,14 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from components.config import Config
-from components.gridstore import write_gridded
-from components.obstable import ObsTable, WriteResult, split_windows
-from components.qc import apply_qc
-from components.readers.bufr import read_observations
-from components.readers.grib import read_grib
-from components.storage import expand_paths
-from flows.common import load, store_of, task
+from obscast.components.config import Config
+from obscast.components.store.gridstore import write_gridded
+from obscast.components.store.obstable import ObsTable, WriteResult, split_windows
+from obscast.components.obs.qc import apply_qc
+from obscast.components.obs.readers.bufr import read_observations
+from obscast.components.obs.readers.grib import read_grib
+from obscast.components.store.storage import expand_paths
+from obscast.flows.common import load, store_of, task
 
 
 def read_files(kind: str, paths: list[str], window=None) -> pd.DataFrame:

@@ -6,21 +6,21 @@ from typing import Any
 
 from prefect import flow
 
-from flows.forecast import forecast_flow
-from flows.ingest import ingest_flow
-from flows.train import train_flow
-from flows.verify import verify_flow
+from obscast.flows.forecast import forecast_flow
+from obscast.flows.ingest import ingest_flow
+from obscast.flows.train import train_flow
+from obscast.flows.verify import verify_flow
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(config_path: str | None = None, store: str | None = None, epochs: int | None = None) -> dict[str, Any]:
     """Run the stages as subflows (with an ``osse`` section: simulate first); returns every
     product's location and the score table."""
-    from flows.common import load
+    from obscast.flows.common import load
 
     out: dict[str, Any] = {}
     if load(config_path, store).osse is not None:
-        from flows.simulate import simulate_flow
+        from obscast.flows.simulate import simulate_flow
 
         sim = simulate_flow(config_path, store)
         out["nature"] = sim["nature"]

@@ -1,10 +1,9 @@
 """Retrain flow: a challenger warm-started from the champion, verified against it on the same test
 set, and promoted only if it is better by the configured margin (``obscast retrain``).
 
-Orchestration only: training is components/training.py (ERA5 samples) or
-components/osse_workflow.py (OSSE), scoring components/verification.py or
-:func:`components.osse_workflow.verify_osse`, the gate components/promotion.py and the registry
-components/registry.py. ``champion.json`` is written only by :func:`components.registry.promote`,
+Orchestration only: training and scoring are :mod:`obscast.components.training.workflow` (the same
+for every experiment), the gate :mod:`obscast.components.verification.promotion` and the registry
+:mod:`obscast.components.store.registry`. ``champion.json`` is written only by :func:`obscast.components.store.registry.promote`,
 after both verifications have succeeded; an interrupted or failed retrain leaves it untouched.
 """
 
@@ -17,17 +16,15 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from components import registry
-from components.errors import ConfigError
-from components.forecasting import Forecaster
-from components.gridstore import open_gridded
-from components.metrics import to_markdown
-from components.promotion import Decision, decide
-from components.storage import Store
-from components.training import model_args, training_metadata
-from components.verification import verify
-from flows.common import load, store_of, task, write_products
-from flows.train import obs_statistics, train_task
+from obscast.components.store import registry
+from obscast.components.errors import ConfigError
+from obscast.components.data.experiment import build_datasets, load_tables, open_target
+from obscast.components.model.forecasting import load_model
+from obscast.components.verification.metrics import to_markdown
+from obscast.components.verification.promotion import Decision, decide
+from obscast.components.store.storage import Store
+from obscast.flows.common import load, store_of, task, write_products
+from obscast.flows.train import train_task
 
 #: Columns of the decision table as shown in the artifact.
 LABELS = {"champion": "champion RMSE", "challenger": "challenger RMSE", "climatology": "climatology RMSE",
@@ -35,56 +32,29 @@ LABELS = {"champion": "champion RMSE", "challenger": "challenger RMSE", "climato
 
 
 @task(name="score-model")
-def score_task(config, forecaster: Forecaster, gridded) -> pd.DataFrame:
-    """Gridded RMSE table (channel, lead time) x (model, persistence, climatology) on the held-out members."""
-    return verify(forecaster, gridded, config.train.test_members, config.train.train_members, config.forecast.n_steps).table()
+def score_task(config, version: str, data) -> pd.DataFrame:
+    """Gridded RMSE table (channel, lead time) x (model, persistence, climatology) of a version on the test split."""
+    from obscast.components.training.workflow import verify
+
+    model, _ = load_model(store_of(config), config.model.name, version)
+    return verify(config, model, data, withhold=False)["gridded"]
 
 
-def _samples(config, st: Store, name: str, incumbent: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
-    """ERA5 configuration: train (warm start), save as a challenger, score challenger and incumbent."""
-    logger = get_run_logger()
-    gridded = open_gridded(st, config.train.dataset).load()
-    init_state = registry.load_model_files(st, name, incumbent)[0] if incumbent else None
-    if incumbent:
-        logger.info("warm start: the challenger starts from the weights of %s", incumbent)
-    result = train_task(config, gridded, None, init_state)
-    args = model_args(config, result.channels, gridded["latitude"].values, gridded["longitude"].values)
-    meta = training_metadata(config, result, gridded, args, registry.code_version())
-    meta["obs_normaliser"] = obs_statistics(config)
-    meta.update(role=registry.CHALLENGER, warm_start_from=incumbent, retrain={"status": "trained; verification pending"})
-    version = registry.save_model(st, name, result.model.state_dict(), meta)
-    logger.info("challenger %s saved (loss %.4f -> %.4f); verifying on held-out members %s",
-                version, result.loss_curve[0], result.loss_curve[-1], config.train.test_members)
-    # Both are loaded from the registry the same way, so the saved challenger is what gets scored.
-    challenger = score_task.with_options(name="score-challenger")(config, Forecaster.load(st, name, version), gridded)
-    champion = None
-    if incumbent:
-        champion = score_task.with_options(name="score-champion")(config, Forecaster.load(st, name, incumbent), gridded)
-    return version, challenger, champion
-
-
-def _osse(config, st: Store, name: str, incumbent: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
-    """OSSE configuration: train on the training period, score both on the test period.
-
-    The challenger is warm-started from the incumbent's weights (same architecture: the
-    configuration's model arguments).
-    """
-    from components.osse_workflow import build_datasets, load_tables, open_nature, verify_osse
-    from flows.osse import _load, train_osse_task
-
+def _challenge(config, st: Store, name: str, incumbent: str | None) -> tuple[str, pd.DataFrame, pd.DataFrame | None]:
+    """Train a challenger (warm-started from the incumbent's weights: same architecture, the
+    configuration's model arguments), save it, score it and the incumbent on the same test split."""
     logger = get_run_logger()
     init_state = registry.load_model_files(st, name, incumbent)[0] if incumbent else None
     if incumbent:
         logger.info("warm start: the challenger starts from the weights of %s", incumbent)
-    version = train_osse_task(config, None, init_state)["version"]
-    registry.update_metadata(st, name, version, {"role": registry.CHALLENGER, "warm_start_from": incumbent,
-                                                 "retrain": {"status": "trained; verification pending"}})
-    tables, nature = load_tables(st, config), open_nature(st)
+    version = train_task(config, None, init_state, extra={
+        "role": registry.CHALLENGER, "warm_start_from": incumbent, "retrain": {"status": "trained; verification pending"}})["version"]
+    tables, truth = load_tables(st, config), open_target(st, config)
 
     def score(v: str) -> pd.DataFrame:
-        model, meta = _load(config, v)
-        data = build_datasets(config, tables, nature, statistics=meta["statistics"])
-        return verify_osse(config, model, data, withhold=False)["gridded"]
+        meta = registry.load_model_files(st, name, v)[1]
+        data = build_datasets(config, tables, truth, statistics=meta["statistics"])
+        return score_task.with_options(name=f"score-{v}")(config, v, data)
 
     return version, score(version), score(incumbent) if incumbent else None
 
@@ -114,7 +84,7 @@ def retrain_flow(config_path: str | None = None, store: str | None = None, epoch
     version; without any model it is trained from scratch and becomes the first champion). It
     is saved as a registry version with ``metadata["role"] == "challenger"`` and, once decided,
     ``metadata["retrain"]`` (scores, decision, reason). The score and the gate are
-    :func:`components.promotion.decide`.
+    :func:`obscast.components.verification.promotion.decide`.
 
     Parameters
     ----------
@@ -141,14 +111,10 @@ def retrain_flow(config_path: str | None = None, store: str | None = None, epoch
     if not 0.0 <= margin < 1.0:
         raise ConfigError(f"retrain margin: expected a relative improvement in [0, 1) (0.01 = 1 %), found {margin!r}")
     epochs = epochs or rc.epochs or config.train.epochs
-    osse = config.osse
-    learning_rate = learning_rate or rc.learning_rate or (osse.training.learning_rate if osse else config.train.learning_rate)
+    learning_rate = learning_rate or rc.learning_rate or config.train.learning_rate
     if epochs <= 0 or learning_rate <= 0:
         raise ConfigError(f"retrain: epochs and learning_rate must be positive, found {epochs!r} and {learning_rate!r}")
-    update: dict[str, Any] = {"train": config.train.model_copy(update={"epochs": epochs, "learning_rate": learning_rate})}
-    if osse:  # the OSSE trainer takes its learning rate from osse.training
-        update["osse"] = osse.model_copy(update={"training": osse.training.model_copy(update={"learning_rate": learning_rate})})
-    config = config.model_copy(update=update)
+    config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": epochs, "learning_rate": learning_rate})})
     logger = get_run_logger()
     st, name = store_of(config), config.model.name
     champion = registry.champion(st, name)
@@ -160,7 +126,7 @@ def retrain_flow(config_path: str | None = None, store: str | None = None, epoch
     else:
         logger.info("no model in %s yet: training the first one from scratch; it will become the champion", st.url("models", name))
 
-    version, challenger_table, incumbent_table = (_osse if config.osse is not None else _samples)(config, st, name, incumbent)
+    version, challenger_table, incumbent_table = _challenge(config, st, name, incumbent)
 
     # Both verifications succeeded: decide, record, and only then touch champion.json.
     decision = None

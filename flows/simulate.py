@@ -1,7 +1,7 @@
 """Simulate flow: the OSSE's nature run and its simulated observations written as BUFR.
 
 The nature run goes to ``gridded/nature.zarr`` (cached by its configuration's hash, see
-:mod:`components.nature`); the simulated observations to ``raw/osse/<kind>/<YYYYMMDD>.bufr``, one
+:mod:`obscast.components.osse.nature`); the simulated observations to ``raw/osse/<kind>/<YYYYMMDD>.bufr``, one
 file per kind and day, from which the ingest flow reads them like any real BUFR file. The raw
 files are cached under a key of the nature run, the error model and the networks: a second run
 with the same configuration does nothing.
@@ -16,17 +16,17 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger
 
-from components.errors import ObscastError
-from components.networks import load_networks
-from components.storage import Store
-from flows.common import load, store_of, task
+from obscast.components.errors import ObscastError
+from obscast.components.osse.networks import load_networks
+from obscast.components.store.storage import Store
+from obscast.flows.common import load, store_of, task
 
 RAW = "raw/osse"
 
 
 def osse_key(config) -> str:
     """Cache key of the simulated observations: nature-run hash, error model and network files."""
-    from components.nature import config_hash
+    from obscast.components.osse.nature import config_hash
 
     h = hashlib.sha256()
     h.update(config_hash(config.osse.nature).encode())
@@ -46,7 +46,7 @@ def _local(store: Store) -> Store:
 @task(name="nature-run")
 def nature_task(config) -> str:
     """Run (or reuse) the nature run; returns its URL."""
-    from components.nature import run_nature
+    from obscast.components.osse.nature import run_nature
 
     logger = get_run_logger()
     st = _local(store_of(config))
@@ -67,7 +67,8 @@ def observations_task(config) -> dict[str, Any]:
     """Simulate and write the observations day by day; skipped when the cache key matches."""
     import xarray as xr
 
-    from components.osse import simulate_observations, write_bufr
+    from obscast.components.obs.bufr_writer import write_bufr
+    from obscast.components.osse.simulate import simulate_observations
 
     logger = get_run_logger()
     st = _local(store_of(config))

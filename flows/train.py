@@ -1,43 +1,58 @@
-"""Train flow: a new model version from the gridded dataset in the store."""
+"""Train flow: a new model version of the configured experiment (orchestration only)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger
 
-from components.gridstore import open_gridded
-from components.obstable import ObsTable
-from components.registry import code_version, save_model
-from components.training import OBS_VARIABLES, model_args, train, training_metadata
-from flows.common import load, store_of, task
+from obscast.components.data.experiment import build_datasets, load_tables, open_target
+from obscast.components.model.card import ModelCard
+from obscast.components.store.registry import code_version, save_model
+from obscast.flows.common import load, store_of, task
 
 
 @task(name="train-model")
-def train_task(config, gridded, epochs: int | None, init_state=None):
-    """Train (warm-started from ``init_state`` when given), logging every epoch's loss."""
+def train_task(config, epochs: int | None = None, init_state: dict | None = None, learning_rate: float | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build the experiment's datasets, train (warm-started from ``init_state`` when given), save the
+    version with its model card (``extra`` fields added to it); log every epoch."""
+    from obscast.components.training.workflow import train_model
+
     logger = get_run_logger()
+    st = store_of(config)
+    truth = open_target(st, config)
+    tables = load_tables(st, config)
+    data = build_datasets(config, tables, truth)
+    excluded = data.statistics.get("excluded_sources", {})
+    logger.info("samples: train %d, validation %d, test %d; sources %s%s", len(data.train), len(data.validation), len(data.test),
+                list(data.statistics["sources"]), f"; left out {excluded}" if excluded else "")
+
     total = epochs or config.train.epochs
 
-    def progress(epoch: int, loss: float) -> None:
-        logger.info("epoch %d/%d loss %.4f", epoch, total, loss)
+    def progress(rec: dict[str, Any]) -> None:
+        logger.info("epoch %d/%d (rollout %d steps): train loss %.4f, validation loss %.4f, %.0f s",
+                    rec["epoch"], total, rec["rollout"], rec["train_loss"], rec.get("val_loss", float("nan")), rec["seconds"])
 
-    return train(config, gridded, progress=progress, epochs=epochs, init_state=init_state)
-
-
-@task(name="observation-statistics")
-def obs_statistics(config) -> dict[str, dict[str, list[float]]]:
-    """Mean and standard deviation of each encoder variable of each source, from the stored tables."""
-    store = store_of(config)
-    stats: dict[str, dict[str, list[float]]] = {}
-    for name, src in config.sources.items():
-        table = ObsTable(store, f"obs/{name}.zarr").read()
-        if table.empty:
-            continue
-        stats[name] = {
-            v: [float(table[v].mean()), float(max(table[v].std(), 1e-3))] for v in OBS_VARIABLES[src.kind] if table[v].notna().sum() > 1
-        }
-    return stats
+    # Checkpoints beside the models on a local store; an S3 store needs train.checkpoint_dir.
+    ckpt = None if "://" in config.store else str(Path(config.store) / "checkpoints" / config.model.name)
+    model, history, args, _ = train_model(config, data, progress, epochs, init_state, learning_rate, ckpt)
+    times = pd.DatetimeIndex(truth["time"].values)
+    split = config.experiment.split.model_dump(mode="json")
+    card = ModelCard(
+        config=config.public_dict(), model_args=args, statistics=data.statistics,
+        data={"dataset": config.experiment.target.dataset, "time_start": str(times[0]), "time_end": str(times[-1]),
+              "split": split, "sources": list(data.statistics["sources"]), "excluded_sources": excluded},
+        step_hours=config.model.step / pd.Timedelta(hours=1), code_version=code_version(),
+        loss_curve=[e["train_loss"] for e in history["epochs"]], validation_curve=[e.get("val_loss") for e in history["epochs"]],
+        history=history, **(extra or {}),
+    )
+    version = save_model(st, config.model.name, model.state_dict(), card.to_json())
+    url = st.url("models", config.model.name, version)
+    logger.info("saved %s (loss %.4f -> %.4f)", url, card.loss_curve[0], card.loss_curve[-1])
+    return {"name": config.model.name, "version": version, "url": url, "loss_curve": card.loss_curve, "model": url}
 
 
 @flow(name="train", log_prints=True)
@@ -49,18 +64,4 @@ def train_flow(config_path: str | None = None, store: str | None = None, epochs:
     dict
         ``name``, ``version``, ``url`` and ``loss_curve``.
     """
-    config = load(config_path, store)
-    if config.osse is not None:
-        from flows.osse import train_osse_task
-
-        return train_osse_task(config, epochs)
-    st = store_of(config)
-    gridded = open_gridded(st, config.train.dataset).load()
-    result = train_task(config, gridded, epochs)
-    args = model_args(config, result.channels, gridded["latitude"].values, gridded["longitude"].values)
-    meta = training_metadata(config, result, gridded, args, code_version())
-    meta["obs_normaliser"] = obs_statistics(config)
-    version = save_model(st, config.model.name, result.model.state_dict(), meta)
-    url = st.url("models", config.model.name, version)
-    get_run_logger().info("saved %s (loss %.4f -> %.4f in %.1f s on %s)", url, result.loss_curve[0], result.loss_curve[-1], result.seconds, result.device)
-    return {"name": config.model.name, "version": version, "url": url, "loss_curve": result.loss_curve, "model": url}
+    return train_task(load(config_path, store), epochs)

@@ -1,4 +1,4 @@
-"""Verify flow: scores of a model version against persistence and climatology, with plot and artifact."""
+"""Verify flow: scores of a model version on the test split against the baselines, with plot and artifact."""
 
 from __future__ import annotations
 
@@ -6,22 +6,43 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from components.forecasting import Forecaster
-from components.gridstore import open_gridded
-from components.metrics import score_table, to_markdown
-from components.plots import rmse_vs_lead_png
-from components.variables import VARIABLES
-from components.verification import verify
-from flows.common import load, publish_scores, store_of, task, write_products
-from flows.forecast import station_positions
+from obscast.components.data.experiment import build_datasets, load_tables, open_target
+from obscast.components.model.forecasting import load_model
+from obscast.components.verification.metrics import scores_markdown, to_markdown
+from obscast.components.verification.plots import rmse_vs_lead_png
+from obscast.flows.common import load, publish_scores, store_of, task, write_products
 
 
-@task(name="score")
-def score_task(config, forecaster, gridded, stations):
-    return verify(
-        forecaster, gridded, config.train.test_members, config.train.train_members, config.forecast.n_steps,
-        stations["latitude"].to_numpy(), stations["longitude"].to_numpy(),
-    )
+@task(name="verify-model")
+def verify_task(config, version: str | None) -> dict[str, Any]:
+    """Score a version on the test split; write ``scores/<model>/<version>/`` and publish the artifact."""
+    from obscast.components.training.workflow import verify
+
+    logger = get_run_logger()
+    st = store_of(config)
+    model, meta = load_model(st, config.model.name, version)
+    data = build_datasets(config, load_tables(st, config), open_target(st, config), statistics=meta["statistics"])
+    result = verify(config, model, data)
+    split = config.experiment.split
+    where = f"test members {split.test}" if split.by == "member" else f"the test period {split.test.start:%Y-%m-%d} to {split.test.end:%Y-%m-%d}"
+    raw = result["raw"]
+    channels = config.verify.channels
+    scores = raw["scores"] if not channels else raw["scores"].sel(channel=channels)
+    md = scores_markdown(scores, f"{meta['name']} {meta['version']}: latitude-weighted RMSE and bias on {where}")
+    products: dict[str, Any] = {"scores.zarr": scores}
+    if "station_scores" in raw:
+        source = config.experiment.target.stations
+        md += "\n" + scores_markdown(raw["station_scores"], f"At {raw.get('n_stations', 0)} {source} positions", metrics=("rmse",))
+        products["station_scores.zarr"] = raw["station_scores"]
+    if "withheld" in result:
+        md += "\n" + to_markdown(result["withheld"], f"RMSE of the model with one source withheld (every {config.verify.withhold_every}th test init)")
+    png = rmse_vs_lead_png(scores, title=f"{meta['name']} {meta['version']} ({where})")
+    products.update({"scores.md": md.encode(), "rmse.png": png})
+    urls = write_products(config, ("scores", meta["name"], meta["version"]), products)
+    publish_scores(md, png, urls["rmse.png"], f"RMSE against lead time, {meta['name']} {meta['version']}")
+    logger.info("scored %d test inits; table %s", result["raw"]["n_inits"], urls["scores.md"])
+    return {"scores": urls["scores.zarr"], "table": urls["scores.md"], "plot": urls["rmse.png"], "markdown": md,
+            "gridded": result["gridded"]}
 
 
 @flow(name="verify", log_prints=True)
@@ -33,27 +54,5 @@ def verify_flow(config_path: str | None = None, store: str | None = None, versio
     dict
         ``scores``, ``table`` and ``plot`` URLs and the markdown table.
     """
-    config = load(config_path, store)
-    if config.osse is not None:
-        from flows.osse import verify_osse_task
-
-        return verify_osse_task(config, version)
-    st = store_of(config)
-    forecaster = Forecaster.load(st, config.model.name, version)
-    meta = forecaster.metadata
-    gridded = open_gridded(st, config.train.dataset).load()
-    stations = station_positions(st, config.forecast.station_source)
-    result = score_task(config, forecaster, gridded, stations)
-    base = ("scores", meta["name"], meta["version"])
-    title = f"{meta['name']} {meta['version']}: latitude-weighted RMSE, held-out members {config.train.test_members}"
-    markdown = to_markdown(result.table(), title)
-    if result.stations:
-        markdown += "\n" + to_markdown(score_table(result.stations, "rmse"), f"RMSE at the {len(stations)} {config.forecast.station_source} station positions")
-    markdown += "\n" + to_markdown(score_table(result.gridded, "bias"), "Bias (forecast minus truth)")
-    units = {c: VARIABLES[c.rsplit("_", 1)[0]].units for c in forecaster.channels}
-    png = rmse_vs_lead_png(result.gridded, units, f"{meta['name']} {meta['version']}")
-    urls = write_products(config, base, {"scores.zarr": result.to_dataset(), "scores.md": markdown.encode(), "rmse.png": png})
-    scores_url, table_url, plot_url = urls["scores.zarr"], urls["scores.md"], urls["rmse.png"]
-    publish_scores(markdown, png, plot_url, f"RMSE against lead time, {meta['name']} {meta['version']}")
-    get_run_logger().info("scored %d forecasts; table %s", result.n_forecasts, table_url)
-    return {"scores": scores_url, "table": table_url, "plot": plot_url, "markdown": markdown}
+    out = verify_task(load(config_path, store), version)
+    return {k: v for k, v in out.items() if k != "gridded"}

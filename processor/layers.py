@@ -19,7 +19,7 @@ class SphericalPad2d(nn.Module):
     change sign across the pole, which learned latent features need not care about.
 
     Rows must be ascending or descending in latitude on a cell-centred grid (no point on the
-    pole), as in :class:`processor.grid.LatLonGrid`.
+    pole), as in :class:`obscast.processor.grid.LatLonGrid`.
 
     Parameters
     ----------

@@ -24,7 +24,7 @@ def samples() -> Path:
 @pytest.fixture(scope="session")
 def synop_table() -> pd.DataFrame:
     """``read_synop(perf_synop.bufr)``, read once per session."""
-    from components.readers.bufr import read_synop
+    from obscast.components.obs.readers.bufr import read_synop
 
     return read_synop(SAMPLES / "perf_synop.bufr")
 
@@ -32,7 +32,7 @@ def synop_table() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def temp_table() -> pd.DataFrame:
     """``read_temp(temp.bufr)``, read once per session."""
-    from components.readers.bufr import read_temp
+    from obscast.components.obs.readers.bufr import read_temp
 
     return read_temp(SAMPLES / "temp.bufr")
 
@@ -40,7 +40,7 @@ def temp_table() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def aircraft_table() -> pd.DataFrame:
     """``read_aircraft(perf_aircraft.bufr)``, read once per session."""
-    from components.readers.bufr import read_aircraft
+    from obscast.components.obs.readers.bufr import read_aircraft
 
     return read_aircraft(SAMPLES / "perf_aircraft.bufr")
 
@@ -49,7 +49,7 @@ def aircraft_table() -> pd.DataFrame:
 def prefect_api(tmp_path_factory) -> str:
     """A real Prefect server (SQLite, temporary PREFECT_HOME) for the session; flows and
     ``obscast`` subprocesses report to it through PREFECT_API_URL."""
-    from infra.prefect_server import prefect_server, server_env, temporary_env
+    from obscast.infra.prefect_server import prefect_server, server_env, temporary_env
 
     home = tmp_path_factory.mktemp("prefect-home")
     with prefect_server(home) as url:
@@ -70,7 +70,7 @@ def pipeline_run(prefect_api, tmp_path_factory):
 
     Returns ``(store_path, result)``.
     """
-    from flows.pipeline import pipeline_flow
+    from obscast.flows.pipeline import pipeline_flow
 
     store = tmp_path_factory.mktemp("store") / "store"
     result = pipeline_flow(config_path=str(SAMPLES_CONFIG), store=str(store), epochs=8)

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import zarr
 
-from components.obstable import ObsTable
-from components.storage import Store
+from obscast.components.store.obstable import ObsTable
+from obscast.components.store.storage import Store
 
 START, END = "1999-12-31T18:00", "2000-01-04T00:00"  # (START, END]: the 13 windows of the data
 N_WINDOWS = 13
@@ -30,7 +30,7 @@ _SHARED: dict[str, object] = {}
 
 def make_raw(directory: Path) -> Path:
     """Write the three daily SYNOP files into ``directory``; returns it."""
-    from components.osse import write_bufr
+    from obscast.components.obs.bufr_writer import write_bufr
 
     rng = np.random.default_rng(0)
     n = 150
@@ -72,7 +72,7 @@ def shared_data(tmp_path_factory) -> tuple[Path, Path]:
 def clean_run(tmp_path_factory) -> tuple[Path, dict]:
     """One uninterrupted backfill of the whole range (1 worker), made once per session."""
     if "clean" not in _SHARED:
-        from flows.backfill import backfill_flow
+        from obscast.flows.backfill import backfill_flow
 
         _, config = shared_data(tmp_path_factory)
         store = tmp_path_factory.mktemp("backfill-clean") / "store"
@@ -132,8 +132,8 @@ def test_backfill_equals_ingest_and_rerun_skips_complete_windows(clean, data, pr
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.backfill import backfill_flow
-    from flows.ingest import ingest_flow
+    from obscast.flows.backfill import backfill_flow
+    from obscast.flows.ingest import ingest_flow
 
     store, result = clean
     _, config = data
@@ -165,7 +165,7 @@ def test_backfill_equals_ingest_and_rerun_skips_complete_windows(clean, data, pr
 
 
 def test_partial_backfill_then_whole_range_equals_clean_run(clean, data, prefect_api, tmp_path):
-    from flows.backfill import backfill_flow
+    from obscast.flows.backfill import backfill_flow
 
     _, config = data
     store = tmp_path / "store"
@@ -177,7 +177,7 @@ def test_partial_backfill_then_whole_range_equals_clean_run(clean, data, prefect
 
 
 def test_range_without_data(data, prefect_api, tmp_path):
-    from flows.backfill import backfill_flow
+    from obscast.flows.backfill import backfill_flow
 
     _, config = data
     result = backfill_flow(source="synop", start="2001-01-01T00:00", end="2001-01-02T00:00", config_path=str(config), store=str(tmp_path / "s"))
@@ -193,7 +193,7 @@ def test_range_without_data(data, prefect_api, tmp_path):
     (["--workers", "0"], "obscast: error: --workers: expected 1 or more worker processes, found 0"),
 ])
 def test_bad_arguments_give_one_line_errors(data, tmp_path, capsys, args, message):
-    from flows.cli import main
+    from obscast.flows.cli import main
 
     _, config = data
     argv = backfill_cmd(config, str(tmp_path / "s"))[1:]
@@ -209,7 +209,7 @@ def test_bad_arguments_give_one_line_errors(data, tmp_path, capsys, args, messag
 
 
 def test_two_dask_workers_give_the_same_store(clean, data, prefect_api, tmp_path):
-    from flows.backfill import backfill_flow
+    from obscast.flows.backfill import backfill_flow
 
     _, config = data
     result = backfill_flow(source="synop", start=START, end=END, config_path=str(config), store=str(tmp_path / "s"), workers=2,

@@ -16,11 +16,11 @@ import xarray as xr
 import zarr
 import zarr.storage
 
-from components.errors import InputError
-from components.qc import apply_qc
-from components.readers.arco import read_arco_era5
-from components.readers.bufr import COLUMNS
-from components.readers.isd import read_isd
+from obscast.components.errors import InputError
+from obscast.components.obs.qc import apply_qc
+from obscast.components.obs.readers.arco import read_arco_era5
+from obscast.components.obs.readers.bufr import COLUMNS
+from obscast.components.obs.readers.isd import read_isd
 
 # ---------------------------------------------------------------------------------------------
 # ARCO-ERA5

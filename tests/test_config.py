@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.config import DEFAULT_CONFIG, load_config, parse_duration, parse_length_km
-from components.errors import ConfigError
+from obscast.components.config import DEFAULT_CONFIG, load_config, parse_duration, parse_length_km
+from obscast.components.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -24,6 +24,8 @@ def test_samples_config_resolves_sample_paths():
             assert Path(p).is_file(), p
     assert config.ingest.window == pd.Timedelta(hours=6)
     assert config.model.step == pd.Timedelta(hours=12)
+    e = config.experiment
+    assert e.split.by == "member" and e.target.dataset == "era5_sample" and "era5_sample" in e.inputs
 
 
 def test_default_config_is_the_osse():
@@ -36,7 +38,37 @@ def test_default_config_is_the_osse():
     assert all(p.startswith("store:raw/osse/") for s in config.sources.values() for p in s.paths)
     assert config.model.step == config.ingest.window == pd.Timedelta(hours=6)
     assert config.forecast.n_steps * config.model.step == pd.Timedelta(days=5)
-    assert pd.Timestamp(config.osse.test_period.end) - pd.Timestamp(config.osse.test_period.start) > pd.Timedelta(days=10)
+    test = config.experiment.split.test
+    assert config.experiment.split.by == "period" and config.experiment.target.dataset == "nature"
+    assert pd.Timestamp(test.end) - pd.Timestamp(test.start) > pd.Timedelta(days=10)
+
+
+EXPERIMENT = """sources:
+  synop: {kind: synop, paths: [a]}
+gridded:
+  era5: {paths: [b]}
+"""
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("experiment:\n  inputs: [nope]\n  target: {dataset: era5}\n  split: {by: member, train: [0], validation: [1], test: [2]}\n", "neither"),
+        ("experiment:\n  inputs: [synop]\n  target: {dataset: era5}\n  split: {by: member, train: [0, 2], validation: [1], test: [2]}\n", "test members"),
+        ("experiment:\n  inputs: [synop]\n  target: {dataset: era5}\n  split: {by: period, train: [0], validation: [1], test: [2]}\n", "start, end"),
+        ("experiment:\n  inputs: [synop]\n  target: {dataset: missing}\n  split: {by: member, train: [0], validation: [1], test: [2]}\n", "not a `gridded` entry"),
+        ("experiment:\n  inputs: [synop]\n  target: {dataset: era5, stations: temp}\n  split: {by: member, train: [0], validation: [1], test: [2]}\n", "stations"),
+    ],
+)
+def test_experiment_is_validated(tmp_path, text, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, EXPERIMENT + text))
+
+
+def test_training_needs_an_experiment(tmp_path):
+    config = load_config(write(tmp_path, EXPERIMENT))
+    with pytest.raises(ConfigError, match="no 'experiment' section"):
+        config.require_experiment()
 
 
 @pytest.mark.parametrize(
@@ -99,6 +131,14 @@ def test_secrets_never_in_public_dict(tmp_path):
     assert public["storage_options"] == {"key": "***", "secret": "***", "endpoint_url": "http://127.0.0.1:8333"}
 
 
-def test_overlapping_members_rejected(tmp_path):
-    with pytest.raises(ConfigError, match="overlap"):
-        load_config(write(tmp_path, "train:\n  train_members: [0, 1]\n  test_members: [1]\n"))
+def test_every_config_key_is_read_by_the_code():
+    """A key that is accepted must be used: every leaf key of the model, train, verify and
+    forecast sections appears as an attribute access somewhere in the package."""
+    import re
+
+    root = DEFAULT_CONFIG.parents[1]
+    code = "\n".join(p.read_text() for d in ("components", "flows") for p in (root / d).rglob("*.py"))
+    config = load_config()
+    for section in ("model", "train", "verify", "forecast", "retrain", "ingest"):
+        for key in type(getattr(config, section)).model_fields:
+            assert re.search(rf"\.{key}\b", code), f"{section}.{key} is accepted but never read"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.deploy import read_deployments
+from obscast.infra.deploy import read_deployments
 from tests.conftest import SAMPLES_CONFIG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def served(pipeline_run, prefect_api, tmp_path_factory):
     specs = [s for s in read_deployments() if s.source_file.is_file()]
     work = tmp_path_factory.mktemp("serve")
     log = work / "serve.log"
-    args = [sys.executable, "-m", "flows.cli", "serve", "--config", str(SAMPLES_CONFIG), "--paused-schedules"]
+    args = [sys.executable, "-m", "obscast.flows.cli", "serve", "--config", str(SAMPLES_CONFIG), "--paused-schedules"]
     for s in specs:
         args += ["--deployment", f"{s.module.rsplit('.', 1)[-1]}/{s.name}"]
     env = {**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PYTHONPATH": str(REPO)}
@@ -131,9 +131,9 @@ def test_forecast_and_verify_runs_publish_artifacts(runs, served):
         products = artifacts(runs["forecast"])["forecast-products"]
     # The score table: every system, a channel, finite RMSE values for the trained version.
     assert "| channel | lead_time | model | persistence | climatology |" in scores
-    version = re.search(r"obscast-era5 (v\d{4}): latitude-weighted RMSE", scores).group(1)  # the champion (v0001 unless promoted)
+    version = re.search(r"obscast-era5 (v\d{4}): latitude-weighted", scores).group(1)  # the champion (v0001 unless promoted)
     assert "geopotential_500hPa" in scores
-    row = next(line for line in scores.splitlines() if line.startswith("| geopotential_500hPa | 12 h |"))
+    row = next(line for line in scores.splitlines() if line.startswith("| geopotential_500hPa [m2 s-2] | 12 h |"))
     assert all(float(x) > 0 for x in row.strip("|").split("|")[2:5])
     # The plot is embedded: it is the very PNG stored next to the scores.
     embedded = re.search(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", scores)
@@ -158,9 +158,9 @@ def test_io_tasks_retry_transient_errors_only(prefect_api, tmp_path):
     import xarray as xr
     from prefect import flow
 
-    from components.config import load_config
-    from components.errors import ObscastError
-    from flows.common import IO_RETRIES, task, write_products
+    from obscast.components.config import load_config
+    from obscast.components.errors import ObscastError
+    from obscast.flows.common import IO_RETRIES, task, write_products
 
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the store should be")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from components.obstable import ObsTable
-from components.storage import Store
+from obscast.components.store.obstable import ObsTable
+from obscast.components.store.storage import Store
 from tests.test_backfill import END, N_WINDOWS, START, assert_same_store, backfill_cmd, clean_run, shared_data, write_config
 
 OBS = "obs/synop.zarr"
@@ -65,7 +65,7 @@ def slow_config(tmp_path_factory):
 
 
 def test_backfill_killed_mid_window_then_rerun_equals_clean_run(prefect_api, tmp_path_factory, slow_config, tmp_path):
-    from flows.backfill import backfill_flow
+    from obscast.flows.backfill import backfill_flow
 
     clean_store, _ = clean_run(tmp_path_factory)
     store = Store(str(tmp_path / "store"))
@@ -89,9 +89,9 @@ def test_backfill_killed_mid_window_then_rerun_equals_clean_run(prefect_api, tmp
 
 
 def test_s3_server_killed_mid_write_and_restarted(prefect_api, tmp_path_factory, tmp_path):
-    from flows.backfill import backfill_flow
-    from infra.prefect_server import free_port, temporary_env
-    from infra.s3_server import DEV_KEY, DEV_SECRET, s3_server
+    from obscast.flows.backfill import backfill_flow
+    from obscast.infra.prefect_server import free_port, temporary_env
+    from obscast.infra.s3_server import DEV_KEY, DEV_SECRET, s3_server
 
     clean_store, _ = clean_run(tmp_path_factory)
     raw, _ = shared_data(tmp_path_factory)

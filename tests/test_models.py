@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from decoders import GriddedDecoder, StationDecoder
-from encoders import ENCODERS, GriddedEncoder, SetConvEncoder, build_encoder, pressure_from_height
-from processor.convnet import ConvProcessor
-from processor.grid import LatLonGrid, great_circle_distance_km, unit_vectors
-from processor.interp import BilinearRegridder, gaussian_gather, gaussian_scatter
-from processor.layers import SphericalPad2d
-from processor.model import ObsCastModel
+from obscast.decoders import GriddedDecoder, StationDecoder
+from obscast.encoders import ENCODERS, GriddedEncoder, SetConvEncoder, build_encoder, pressure_from_height
+from obscast.processor.convnet import ConvProcessor
+from obscast.processor.grid import LatLonGrid, great_circle_distance_km, unit_vectors
+from obscast.processor.interp import BilinearRegridder, gaussian_gather, gaussian_scatter
+from obscast.processor.layers import SphericalPad2d
+from obscast.components.model.model import ObsCastModel
 
 B, N = 2, 1000
 GRID = LatLonGrid(32, 64)

@@ -10,8 +10,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from components import nature
-from components.nature import NatureRunConfig, config_hash, run_nature
+from obscast.components.osse import nature
+from obscast.components.osse.nature import NatureRunConfig, config_hash, run_nature
 
 
 def _tiny(**overrides) -> NatureRunConfig:
@@ -32,7 +32,7 @@ def _tiny(**overrides) -> NatureRunConfig:
 
 # ------------------------------------------------------------ config (no JAX)
 def test_import_does_not_pull_jax():
-    code = "import sys, components.nature; assert 'jax' not in sys.modules, 'jax imported'"
+    code = "import sys, obscast.components.osse.nature; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
 
 

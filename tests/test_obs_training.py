@@ -1,7 +1,7 @@
 """Tests of OSSE training: observation windows, statistics, feature cache, training, evaluation.
 
 The truth is a tiny T21 Held-Suarez nature run (dinosaur); the observations come from a small
-throwaway sampler below (same table schema as :mod:`components.osse`).
+throwaway sampler below (same table schema as :mod:`obscast.components.osse.simulate`).
 """
 
 from __future__ import annotations
@@ -14,27 +14,22 @@ import pandas as pd
 import pytest
 import torch
 
-from components.obs_datasets import (
-    ObsWindowDataset,
-    collate_obs,
-    fit_statistics,
-    interpolate_points,
-    point_weights,
-    prepare_table,
-    split_times,
-    truth_channels,
-)
-from components.obs_training import (
+from obscast.components.data.fields import interpolate_points, point_weights, truth_channels
+
+from obscast.components.data.obs import ObsWindowDataset, collate_obs, split_times
+
+from obscast.components.data.statistics import STATIC_SOURCE, fit_statistics
+
+from obscast.components.data.tables import prepare_table
+from obscast.components.training.trainer import (
     FeatureCache,
     cycle_analyses,
-    evaluate,
-    gridpoint_climatology,
     osse_model_args,
-    skill_table,
     train_osse,
     validation_loss,
 )
-from processor.model import ObsCastModel
+from obscast.components.verification.evaluate import evaluate, gridpoint_climatology, skill_table
+from obscast.components.model.model import ObsCastModel
 
 SMALL = dict(n_lat=16, n_lon=32, latent_channels=16, processor_hidden=16, n_blocks=1, decoder_hidden=16, encoder_hidden=16)
 
@@ -51,7 +46,7 @@ def _one_thread():
 def nature(tmp_path_factory):
     pytest.importorskip("dinosaur")
     xr = pytest.importorskip("xarray")
-    from components.nature import NatureRunConfig, run_nature
+    from obscast.components.osse.nature import NatureRunConfig, run_nature
 
     cfg = NatureRunConfig(truncation="T21", dt_minutes=60, spinup_days=1, length_days=5, start_time=datetime(2000, 1, 1))
     path = run_nature(cfg, str(tmp_path_factory.mktemp("nature") / "nature.zarr"))
@@ -156,7 +151,7 @@ def test_dataset_items_collate_and_normalisation(setup):
     inputs, targets, st_targets = train[0]
     c, h, w = len(stats["grid"]["channels"]), 16, 32
     assert targets.shape == (2, c, h, w) and st_targets.shape == (2, 300, 4)
-    assert set(inputs) == {"climatology", *[f"{s}{lag}" for s in ("synop", "temp", "aircraft", "satellite") for lag in ("", "_lag1")]}
+    assert set(inputs) == {STATIC_SOURCE, *[f"{s}{lag}" for s in ("synop", "temp", "aircraft", "satellite") for lag in ("", "_lag1")]}
     assert inputs["synop"]["values"].shape == (300, 4) and inputs["synop"]["latitude"].shape == (300,)
     assert "pressure" in inputs["temp"] and "pressure" not in inputs["synop"]
     # the window (t0 - 6 h, t0]: satellite obs stamped t - 1 h belong to the window ending at t
@@ -182,7 +177,7 @@ def test_dataset_items_collate_and_normalisation(setup):
             n = [train[i][0][key]["latitude"].shape[0] for i in range(3)]
             assert obs["mask"].shape == (3, max(n)) and obs["mask"].sum(1).tolist() == n
             assert torch.isnan(obs["values"][~obs["mask"]]).all()
-    assert x["climatology"].shape == (3, c + 2, h, w)
+    assert x[STATIC_SOURCE].shape == (3, c + 2, h, w)
 
 
 def test_dataset_rejects_missing_truth(setup, nature):
@@ -245,7 +240,9 @@ def test_training_lowers_validation_loss_and_evaluates(setup):
     np.testing.assert_allclose(cached["rmse"]["model"], res["rmse"]["model"], rtol=1e-3)
     table = skill_table(res, ["surface_air_pressure"])
     assert list(table["lead_hours"]) == [6.0, 12.0] and "station_decoder" in table
-    json.dumps(res)
+    json.dumps({k: v for k, v in res.items() if k not in ("scores", "station_scores")})
+    assert res["scores"]["rmse"].dims == ("system", "channel", "lead_time")
+    np.testing.assert_allclose(res["scores"]["rmse"].sel(system="model").values, res["rmse"]["model"])
 
 
 def _perturbed(model: ObsCastModel, seed: int = 0, scale: float = 0.1) -> ObsCastModel:

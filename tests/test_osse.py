@@ -1,7 +1,7 @@
 """Tests of the OSSE: networks, simulated observations, their BUFR encoding and QC.
 
 The nature run here is *analytic* (written in the layout of
-components.nature.run_nature, to zarr): fields linear in latitude and in
+obscast.components.osse.nature.run_nature, to zarr): fields linear in latitude and in
 log sigma, so the interpolated truth is known exactly. Running dinosaur would
 take ~30 s of JIT compilation on the test machine.
 """
@@ -14,19 +14,18 @@ import pdbufr
 import pytest
 import xarray as xr
 
-from components.networks import DEFAULT_DIR, NETWORK_FILES, load_networks
-from components.osse import (
+from obscast.components.osse.networks import DEFAULT_DIR, NETWORK_FILES, load_networks
+from obscast.components.obs.bufr_writer import PACKING_PRECISION, write_bufr
+from obscast.components.osse.simulate import (
     ORBIT_SHIFT_DEG,
-    PACKING_PRECISION,
     STANDARD_LEVELS_PA,
     ErrorModel,
     brightness_weights,
     simulate_observations,
-    write_bufr,
 )
-from components.qc import apply_qc
-from components.readers.bufr import COLUMNS, read_observations, read_satellite
-from components.variables import G0
+from obscast.components.obs.qc import apply_qc
+from obscast.components.obs.readers.bufr import COLUMNS, read_observations, read_satellite
+from obscast.components.obs.variables import G0
 
 SIGMA = np.array([0.25, 0.45, 0.65, 0.85])
 T0 = pd.Timestamp("2000-01-01 00:00")
@@ -172,7 +171,7 @@ def test_truth_is_the_interpolated_nature(sim, nature):
     assert first["pressure"].tolist() == [p for p in STANDARD_LEVELS_PA if p in set(first["pressure"])]
     assert set(first["pressure"]) <= set(STANDARD_LEVELS_PA) and len(first) >= 5
 
-    from encoders.setconv import pressure_from_height
+    from obscast.encoders.setconv import pressure_from_height
 
     air = sim.truth["aircraft"]
     lat = _clamped(air["latitude"].to_numpy(), nature)
@@ -325,7 +324,7 @@ def test_satellite_reader_real_hirs(samples, tmp_path):
 
 
 def test_fast_path_and_writer_errors(sim, bufr_files, samples, tmp_path):
-    from components.errors import InputError
+    from obscast.components.errors import InputError
 
     data = bufr_files["synop"].read_bytes()
     truncated = tmp_path / "truncated.bufr"

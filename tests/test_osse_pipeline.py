@@ -15,7 +15,7 @@ CONFIG = Path(__file__).parent / "data" / "tiny_osse.yaml"
 
 @pytest.fixture(scope="module")
 def osse_run(prefect_api, tmp_path_factory):
-    from flows.pipeline import pipeline_flow
+    from obscast.flows.pipeline import pipeline_flow
 
     store = tmp_path_factory.mktemp("osse") / "store"
     return store, pipeline_flow(config_path=str(CONFIG), store=str(store))
@@ -39,7 +39,7 @@ def test_tiny_osse_end_to_end(osse_run):
 
 
 def test_second_run_reuses_the_simulation(osse_run):
-    from flows.simulate import simulate_flow
+    from obscast.flows.simulate import simulate_flow
 
     store, _ = osse_run
     before = {p: p.stat().st_mtime_ns for p in (store / "raw").rglob("*") if p.is_file()}

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from components.obstable import ObsTable
-from components.storage import Store
+from obscast.components.store.obstable import ObsTable
+from obscast.components.store.storage import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def obscast(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "obscast.flows.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -60,20 +60,25 @@ def test_pipeline_products(pipeline_run):
 
     st = open_zarr(Path(result["stations"]))
     synop = ObsTable(Store(str(store)), "obs/synop.zarr").read()
-    assert st.sizes["station"] == synop["station_id"].nunique()
+    assert st.sizes["station"] == len(synop[["latitude", "longitude"]].drop_duplicates())  # one forecast per position
     assert np.isfinite(st["air_temperature_850hPa"].values).all()
 
     scores = open_zarr(Path(result["scores"]))
     assert list(scores["system"].values) == ["model", "persistence", "climatology"]
-    assert scores["rmse"].dims == ("system", "lead_time", "channel")
+    assert scores["rmse"].dims == ("system", "channel", "lead_time") and "bias" in scores
     assert (scores["rmse"].values > 0).all()
+    units = dict(zip(scores["channel"].values, scores["units"].values))
+    assert units["air_temperature_500hPa"] == "K" and units["geopotential_500hPa"] == "m2 s-2"
     assert Path(result["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| channel | lead_time | model | persistence | climatology |" in result["markdown"]
+    assert "| model | persistence | climatology |" in result["markdown"] and "BIAS" in result["markdown"].upper()
 
     meta = json.loads((Path(result["model"]) / "metadata.json").read_text())
     assert len(meta["loss_curve"]) == 8 and meta["loss_curve"][-1] < meta["loss_curve"][0]
     assert meta["data"]["time_start"] == "2017-01-01 00:00:00" and meta["code_version"]
-    assert meta["config"]["train"]["test_members"] == [8, 9]
+    assert meta["config"]["experiment"]["split"]["test"] == [8, 9]
+    # the real observations lie outside the ERA5 sample's days: no encoder is trained (or fed) for them
+    assert set(meta["data"]["excluded_sources"]) == {"synop", "temp", "aircraft"} and meta["data"]["sources"] == []
+    assert set(meta["model_args"]["sources"]) == {"prior"}
 
 
 def test_verification_artifact_on_server(pipeline_run, prefect_api):

@@ -1,4 +1,4 @@
-"""Tests of components.qc.apply_qc on hand-built tables and on the real samples."""
+"""Tests of obscast.components.obs.qc.apply_qc on hand-built tables and on the real samples."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.qc import apply_qc, observed_columns
-from components.variables import VARIABLES
+from obscast.components.obs.qc import apply_qc, observed_columns
+from obscast.components.obs.variables import VARIABLES
 
 NAN = np.nan
 T0 = pd.Timestamp("2018-11-02 12:00")

@@ -1,4 +1,4 @@
-"""Tests of components.readers against the real sample files.
+"""Tests of obscast.components.obs.readers against the real sample files.
 
 Each BUFR sample is decoded at most twice per session: once by obscast (the
 session fixtures of conftest.py) and once directly by pdbufr (module fixtures
@@ -14,9 +14,9 @@ import pdbufr
 import pytest
 import xarray as xr
 
-from components.errors import InputError
-from components.readers import COLUMNS, READERS, read_grib, read_observations
-from components.readers.bufr import BUFR_KEYS, read_aircraft, read_satellite, read_synop, read_temp
+from obscast.components.errors import InputError
+from obscast.components.obs.readers import COLUMNS, READERS, read_grib, read_observations
+from obscast.components.obs.readers.bufr import BUFR_KEYS, read_aircraft, read_satellite, read_synop, read_temp
 
 G0 = 9.80665  # WMO standard gravity, m s-2
 
@@ -310,7 +310,7 @@ def test_grib_truncated(samples, tmp_path):
 
 # ------------------------------------------------------------ small helpers
 def test_wind_components_convention():
-    from components.readers.bufr import wind_components
+    from obscast.components.obs.readers.bufr import wind_components
 
     u, v = wind_components(np.array([10.0, 10.0, 5.0, np.nan]), np.array([360.0, 270.0, 0.0, 90.0]))
     np.testing.assert_allclose(u, [0.0, 10.0, 0.0, np.nan], atol=1e-12)  # west wind blows eastward
@@ -318,7 +318,7 @@ def test_wind_components_convention():
 
 
 def test_input_error_is_one_line():
-    from components.errors import ConfigError, ObscastError
+    from obscast.components.errors import ConfigError, ObscastError
 
     err = InputError("perf_synop.bufr", "airTemperatureAt2M", "a value\nin K", found=372.2)
     assert str(err) == "perf_synop.bufr: field 'airTemperatureAt2M': expected a value in K, found 372.2"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components import registry
-from components.errors import ObscastError
-from components.storage import Store
+from obscast.components.store import registry
+from obscast.components.errors import ObscastError
+from obscast.components.store.storage import Store
 
 
 def test_versions_champion_promote_rollback(tmp_path):

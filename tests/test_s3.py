@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from components.obstable import ObsTable
-from components.storage import Store
+from obscast.components.store.obstable import ObsTable
+from obscast.components.store.storage import Store
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    from infra.prefect_server import temporary_env
-    from infra.s3_server import DEV_KEY, DEV_SECRET, s3_server
+    from obscast.infra.prefect_server import temporary_env
+    from obscast.infra.s3_server import DEV_KEY, DEV_SECRET, s3_server
 
     keys = {k: os.environ.get(k, d) for k, d in (("AWS_ACCESS_KEY_ID", DEV_KEY), ("AWS_SECRET_ACCESS_KEY", DEV_SECRET))}
     with s3_server(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
@@ -27,7 +27,7 @@ def s3(tmp_path_factory):
 
 
 def test_pipeline_on_s3_matches_local(s3, pipeline_run):
-    from flows.pipeline import pipeline_flow
+    from obscast.flows.pipeline import pipeline_flow
 
     from tests.conftest import SAMPLES_CONFIG
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from components.gridstore import open_gridded, write_gridded
-from components.obstable import ObsTable, WindowConflictError, split_windows
-from components.storage import Store
+from obscast.components.store.gridstore import open_gridded, write_gridded
+from obscast.components.store.obstable import ObsTable, WindowConflictError, split_windows
+from obscast.components.store.storage import Store
 
 
 def table(times: list[str], start: int = 0) -> pd.DataFrame:

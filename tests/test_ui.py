@@ -102,7 +102,7 @@ def test_verify_run_page_shows_the_scores(pipeline_run, prefect_api):
         run = client.read_flow_run(artifact.flow_run_id)
     assert run.flow_id and run.state.is_completed()
     # A value of the table as the UI formats it (markdown cell text), e.g. geopotential_500hPa at 12 h.
-    row = next(line for line in result["markdown"].splitlines() if line.startswith("| geopotential_500hPa | 12 h |"))
+    row = next(line for line in result["markdown"].splitlines() if line.startswith("| geopotential_500hPa [m2 s-2] | 12 h |"))
     model_rmse = row.strip("|").split("|")[2].strip()
 
     browser = Browser(binary)

@@ -1,0 +1,137 @@
+"""evaluate's streamed scores equal the metrics route (scores on the whole forecast arrays)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+from obscast.components.data.interp import PointInterpolator
+from obscast.components.data.obs import ObsWindowDataset, collate_obs
+from obscast.components.data.statistics import fit_statistics
+from obscast.components.model.model import ObsCastModel
+from obscast.components.training.trainer import osse_model_args
+from obscast.components.verification.evaluate import evaluate, gridpoint_climatology
+from obscast.components.verification.metrics import (
+    rmse_and_bias,
+    score_table,
+    scores_markdown,
+)
+from obscast.components.verification.plots import rmse_vs_lead_png
+
+SMALL = {"n_lat": 8, "n_lon": 16, "latent_channels": 8, "processor_hidden": 8, "n_blocks": 1, "decoder_hidden": 8, "encoder_hidden": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A random smooth 'nature run' on a 16 x 32 grid (3 days, 6-hourly), SYNOP reports of ps and
+    the lowest level at 25 stations, a tiny perturbed model."""
+    rng = np.random.default_rng(0)
+    times = pd.date_range("2000-01-01", periods=12, freq="6h")
+    lat = -90 + 180 / 16 * (np.arange(16) + 0.5)
+    lon = np.arange(32) * 360 / 32
+    level = np.array([0.5, 0.85])
+    phi, lam = np.deg2rad(lat)[:, None], np.deg2rad(lon)[None]
+    k = np.arange(len(times))[:, None, None, None]
+    wave = np.cos(phi) * np.cos(lam - 0.3 * k) + 0.3 * rng.normal(size=(len(times), 2, 16, 32))
+    dims4, dims3 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
+    nature = xr.Dataset(
+        {
+            "air_temperature": (dims4, 260 + 20 * np.cos(phi) + 5 * wave),
+            "eastward_wind": (dims4, 10 * wave),
+            "northward_wind": (dims4, 5 * np.roll(wave, 3, axis=-1)),
+            "geopotential": (dims4, 5e4 + 2e3 * wave),
+            "surface_air_pressure": (dims3, 1e5 + 1e3 * wave[:, 1]),
+        },
+        coords={"time": times, "level": level, "latitude": lat, "longitude": lon},
+    )
+    slat, slon = rng.uniform(-80, 80, 25), rng.uniform(-180, 180, 25)
+    at = PointInterpolator(lat, lon, slat, slon)
+    rows = []
+    for i, t in enumerate(times):
+        snap = nature.isel(time=i)
+        rows.append(pd.DataFrame({
+            "time": t, "latitude": slat, "longitude": slon, "station_id": [f"{j:05d}" for j in range(25)],
+            "surface_air_pressure": at(snap["surface_air_pressure"].values) + rng.normal(0, 100, 25),
+            "air_temperature": at(snap["air_temperature"].values[1]) + rng.normal(0, 1, 25),
+            "eastward_wind": at(snap["eastward_wind"].values[1]),
+            "northward_wind": at(snap["northward_wind"].values[1]),
+        }))
+    tables = {"synop": pd.concat(rows, ignore_index=True)}
+    stats = fit_statistics(tables, nature, times[:8])
+    train = ObsWindowDataset(tables, nature, times[1:6], stats, n_steps=2)
+    test = ObsWindowDataset(tables, nature, times[5:10], stats, n_steps=2)
+    torch.manual_seed(0)
+    model = ObsCastModel(**osse_model_args(stats, test.station_channels, **SMALL))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # non-trivial outputs (the output layers start at zero)
+        for name, p in model.named_parameters():
+            if "lengthscale" not in name:
+                p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    return train, test, model.eval()
+
+
+def test_evaluate_equals_the_metrics_route(setup):
+    train, test, model = setup
+    clim = gridpoint_climatology(train)
+    res = evaluate(model, test, 2, climatology=clim, device="cpu", batch_size=2, max_stations=None)  # 3 batches
+
+    # The metrics route: the forecasts of all inits at once, scored by rmse_and_bias.
+    n = len(test)
+    with torch.no_grad():
+        inputs, _, _ = collate_obs([test[j] for j in range(n)])
+        out = model(inputs, n_steps=2, station_points=test.station_points(n))
+    targets, st_targets = test.targets(list(range(n)), 2)
+    fc = test.denormalise(out["grid"]).double().numpy()
+    truth = test.denormalise(targets).double().numpy()
+    init = np.broadcast_to(test.denormalise(test.initial_truth(list(range(n)))).double().numpy()[:, None], truth.shape)
+    lead = pd.to_timedelta([6, 12], unit="h").to_numpy()
+    coords = {"init_time": test.init_times, "lead_time": lead, "channel": test.channels,
+              "latitude": test.out_latitude, "longitude": test.out_longitude}
+    da = lambda x: xr.DataArray(x, dims=("init_time", "lead_time", "channel", "latitude", "longitude"), coords=coords)
+    got = res["scores"]
+    assert got["rmse"].dims == ("system", "channel", "lead_time")
+    assert list(got["system"].values) == ["model", "persistence", "climatology"]
+    for system, f in (("model", fc), ("persistence", init), ("climatology", np.broadcast_to(clim, truth.shape))):
+        ref = rmse_and_bias(da(f), da(truth))
+        for metric in ("rmse", "bias"):
+            np.testing.assert_allclose(
+                got[metric].sel(system=system).transpose("channel", "lead_time").values,
+                ref[metric].transpose("channel", "lead_time").values, rtol=1e-5, atol=1e-6 * float(np.abs(truth).max()),
+            )
+        np.testing.assert_allclose(res["rmse"][system], got["rmse"].sel(system=system).values)
+    assert (got["bias"].sel(system="model") != 0).all() and (got["rmse"] > 0).all()
+    assert list(got["units"].values) == ["K", "K", "m s-1", "m s-1", "m s-1", "m s-1", "m2 s-2", "m2 s-2", "Pa"]
+
+    # Stations: the decoder and the gridded forecast interpolated to the stations, unweighted.
+    sc = test.station_channels
+    st_truth = test.denormalise(st_targets, channel_axis=-1, channels=sc).double().numpy()
+    st_fc = test.denormalise(out["stations"], channel_axis=-1, channels=sc).double().numpy()
+    ci = [test.channels.index(c) for c in sc]
+    interp = PointInterpolator(test.out_latitude, test.out_longitude, test.station_latitude.numpy(), test.station_longitude.numpy())
+    st_interp = np.moveaxis(interp(fc[:, :, ci]), -1, -2)
+    st_coords = {"init_time": test.init_times, "lead_time": lead, "station": np.arange(st_truth.shape[2]), "channel": sc}
+    sda = lambda x: xr.DataArray(x, dims=("init_time", "lead_time", "station", "channel"), coords=st_coords)
+    st = res["station_scores"]
+    assert res["n_stations"] == 25 and list(st["system"].values) == ["station_decoder", "gridded_interpolated", "persistence"]
+    for system, f in (("station_decoder", st_fc), ("gridded_interpolated", st_interp)):
+        ref = rmse_and_bias(sda(f), sda(st_truth), spatial_dims=("station",), weighted=False)
+        np.testing.assert_allclose(st["rmse"].sel(system=system).transpose("channel", "lead_time").values,
+                                   ref["rmse"].transpose("channel", "lead_time").values, rtol=1e-5)
+    assert st["rmse"].attrs == {} and "units" in st.coords  # Pa and K and m s-1: a per-channel coordinate
+
+    # The tables and the plot take the Dataset.
+    table = score_table(got)
+    assert list(table.columns) == ["model", "persistence", "climatology"] and len(table) == 2 * len(test.channels)
+    md = scores_markdown(got, "test")
+    assert "surface_air_pressure [Pa]" in md and "bias" in md
+    assert rmse_vs_lead_png(got, title="test")[:4] == b"\x89PNG"
