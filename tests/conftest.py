@@ -75,3 +75,14 @@ def pipeline_run(prefect_api, tmp_path_factory):
     store = tmp_path_factory.mktemp("store") / "store"
     result = pipeline_flow(config_path=str(SAMPLES_CONFIG), store=str(store), epochs=8)
     return store, result
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test on one torch thread (small tensors: threads only add overhead on 2 shared cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

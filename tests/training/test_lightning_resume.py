@@ -23,12 +23,7 @@ from obscast.components.training.lightning import StepPlan, StepSampler
 WORKER = Path(__file__).resolve().parent / "lightning_worker.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

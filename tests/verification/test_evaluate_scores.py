@@ -23,12 +23,7 @@ from obscast.components.verification.plots import rmse_vs_lead_png
 SMALL = {"n_lat": 8, "n_lon": 16, "latent_channels": 8, "processor_hidden": 8, "n_blocks": 1, "decoder_hidden": 8, "encoder_hidden": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -34,12 +34,7 @@ from obscast.components.model.model import ObsCastModel
 SMALL = dict(n_lat=16, n_lon=32, latent_channels=16, processor_hidden=16, n_blocks=1, decoder_hidden=16, encoder_hidden=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

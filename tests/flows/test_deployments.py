@@ -18,7 +18,7 @@ import pytest
 from obscast.infra.deploy import read_deployments
 from tests.conftest import SAMPLES_CONFIG
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):

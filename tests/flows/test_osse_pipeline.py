@@ -10,7 +10,7 @@ import xarray as xr
 
 pytest.importorskip("dinosaur")
 
-CONFIG = Path(__file__).parent / "data" / "tiny_osse.yaml"
+CONFIG = Path(__file__).parent / "tiny_osse.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,12 @@ import subprocess
 import threading
 import time
 from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 
 from obscast.components.store.obstable import ObsTable
 from obscast.components.store.storage import Store
-from tests.test_backfill import END, N_WINDOWS, START, assert_same_store, backfill_cmd, clean_run, shared_data, write_config
+from tests.flows.test_backfill import END, N_WINDOWS, START, assert_same_store, backfill_cmd, clean_run, shared_data, write_config
 
 OBS = "obs/synop.zarr"
 

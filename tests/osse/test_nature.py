@@ -33,7 +33,7 @@ def _tiny(**overrides) -> NatureRunConfig:
 # ------------------------------------------------------------ config (no JAX)
 def test_import_does_not_pull_jax():
     code = "import sys, obscast.components.osse.nature; assert 'jax' not in sys.modules, 'jax imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
 
 
 def test_config_defaults_and_validation():

@@ -19,7 +19,7 @@ import xarray as xr
 from obscast.components.store.obstable import ObsTable
 from obscast.components.store.storage import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -28,7 +28,7 @@ from obscast.components.verification.metrics import score_table
 from obscast.components.verification.promotion import decide
 from obscast.components.store.storage import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLES_CONFIG = REPO / "configs" / "samples.yaml"
 NAME = "obscast-era5"
 
