@@ -19,7 +19,7 @@ def train_task(config, epochs: int | None = None, init_state: dict | None = None
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the experiment's datasets, train (warm-started from ``init_state`` when given), save the
     version with its model card (``extra`` fields added to it); log every epoch."""
-    from obscast.components.training.workflow import train_model
+    from obscast.components.training.workflow import is_global_zero, train_model
 
     logger = get_run_logger()
     st = store_of(config)
@@ -39,6 +39,8 @@ def train_task(config, epochs: int | None = None, init_state: dict | None = None
     # Checkpoints beside the models on a local store; an S3 store needs train.checkpoint_dir.
     ckpt = None if "://" in config.store else str(Path(config.store) / "checkpoints" / config.model.name)
     model, history, args, _ = train_model(config, data, progress, epochs, init_state, learning_rate, ckpt)
+    if not is_global_zero():  # the other processes of a distributed training save nothing
+        return {"name": config.model.name, "version": None, "url": None, "loss_curve": [e["train_loss"] for e in history["epochs"]], "model": None}
     times = pd.DatetimeIndex(truth["time"].values)
     split = config.experiment.split.model_dump(mode="json")
     card = ModelCard(

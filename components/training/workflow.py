@@ -15,6 +15,7 @@ continuously, starting cold ``verify.spinup_cycles`` windows before the first in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,14 @@ from obscast.components.data.obs import ObsWindowDataset, collate_obs
 from obscast.components.model.model import ObsCastModel
 from obscast.components.training.trainer import FeatureCache, cycle_analyses, osse_model_args, train_osse
 from obscast.components.verification.evaluate import evaluate, gridpoint_climatology
+
+
+def is_global_zero() -> bool:
+    """True in the process that saves results: rank 0 of a distributed run (torchrun or
+    Lightning's launcher), or the only process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
 def model_args(config: Config, data: ExperimentData) -> dict[str, Any]:
@@ -188,4 +197,4 @@ def _every(config: Config, data: ExperimentData, tables: dict[str, pd.DataFrame]
     return dataset(config, tables, data.truth, data.statistics, inits, test.n_steps, members)
 
 
-__all__ = ["forecast_at", "model_args", "train_model", "verify"]
+__all__ = ["forecast_at", "is_global_zero", "model_args", "train_model", "verify"]

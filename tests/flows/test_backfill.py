@@ -4,7 +4,7 @@ errors, the Dask path and two backfills at once on one store.
 The data: three daily SYNOP BUFR files written with obscast's BUFR writer (150 stations every
 3 hours, 2000-01-01 to 2000-01-03, every 97th temperature a gross error), i.e. 13 six-hour
 windows, of which the one ending at 00 UTC spans two files. Helpers here are shared with
-tests/test_faults.py.
+tests/flows/test_faults.py.
 """
 
 from __future__ import annotations

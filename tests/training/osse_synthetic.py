@@ -4,7 +4,7 @@ The "nature run" is a sum of a few travelling waves on a (level, latitude, longi
 every 6 h; the observation tables follow the schema of :mod:`obscast.components.osse.simulate`
 (SYNOP at fixed stations, aircraft at one level, satellite channels = temperature per level),
 sampled from the truth by bilinear interpolation with Gaussian noise, as the sampler of
-``tests/test_obs_training.py`` does. Building it takes well under a second.
+``tests/training/test_obs_training.py`` does. Building it takes well under a second.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from obscast.components.data.fields import interpolate_points, point_weights
 from obscast.components.data.obs import ObsWindowDataset, split_times
 from obscast.components.data.statistics import fit_statistics
 
-#: Network sizes of the tests (as ``SMALL`` in tests/test_obs_training.py).
+#: Network sizes of the tests (as ``SMALL`` in tests/training/test_obs_training.py).
 SMALL = {"n_lat": 16, "n_lon": 32, "latent_channels": 16, "processor_hidden": 16, "n_blocks": 1, "decoder_hidden": 16, "encoder_hidden": 16}
 
 
@@ -57,13 +57,24 @@ def synthetic_nature(days: float = 6.0, n_lat: int = 16, n_lon: int = 32, seed: 
     return xr.Dataset(data, coords={"time": times, "level": level, "latitude": lat, "longitude": lon})
 
 
-def synthetic_tables(nature: xr.Dataset, seed: int = 0, n_synop: int = 120) -> dict[str, pd.DataFrame]:
-    """Observation tables ``{"synop", "aircraft", "satellite"}`` sampled from ``nature`` with noise."""
+def synthetic_tables(
+    nature: xr.Dataset, seed: int = 0, n_synop: int = 120, n_temp: int = 0, n_satellite: int = 80,
+    aircraft_box: tuple[tuple[float, float], tuple[float, float]] = ((30.0, 60.0), (-30.0, 30.0)),
+) -> dict[str, pd.DataFrame]:
+    """Observation tables sampled from ``nature`` with Gaussian noise, in the schema of the readers.
+
+    SYNOP: surface pressure and T, u, v at the lowest level at ``n_synop`` random stations;
+    TEMP (when ``n_temp`` > 0): profiles at every level at 00 and 12 UTC, pressure = sigma * p_s;
+    aircraft: 20 reports per time at 9 km in ``aircraft_box`` ((lat range), (lon range)), 2 h
+    before; satellite: ``n_satellite`` footprints per time, channel c = T at level c, 1 h before.
+    """
     rng = np.random.default_rng(seed)
     lat, lon = nature["latitude"].values, nature["longitude"].values
     lowest = int(np.argmax(nature["level"].values))
     syn_lat, syn_lon = rng.uniform(-60, 80, n_synop), rng.uniform(-180, 180, n_synop)
-    rows: dict[str, list[pd.DataFrame]] = {"synop": [], "aircraft": [], "satellite": []}
+    if n_temp:
+        tmp_lat, tmp_lon = rng.uniform(-60, 80, n_temp), rng.uniform(-180, 180, n_temp)
+    rows: dict[str, list[pd.DataFrame]] = {"synop": [], **({"temp": []} if n_temp else {}), "aircraft": [], "satellite": []}
     for it, t in enumerate(pd.DatetimeIndex(nature["time"].values)):
         snap = nature.isel(time=it)
 
@@ -74,22 +85,33 @@ def synthetic_tables(nature: xr.Dataset, seed: int = 0, n_synop: int = 120) -> d
         n = n_synop
         rows["synop"].append(pd.DataFrame({
             "time": t, "latitude": syn_lat, "longitude": syn_lon, "station_id": [f"{i:05d}" for i in range(n)],
+            "surface_altitude": 0.0, "wind_speed": 1.0,
             "surface_air_pressure": at("surface_air_pressure", syn_lat, syn_lon) + rng.normal(0, 100, n),
             "air_temperature": at("air_temperature", syn_lat, syn_lon, lowest) + rng.normal(0, 1, n),
             "eastward_wind": at("eastward_wind", syn_lat, syn_lon, lowest) + rng.normal(0, 2, n),
             "northward_wind": at("northward_wind", syn_lat, syn_lon, lowest) + rng.normal(0, 2, n),
         }))
-        a_lat, a_lon = rng.uniform(30, 60, 20), rng.uniform(-30, 30, 20)
+        if n_temp and t.hour in (0, 12):
+            ps_t = at("surface_air_pressure", tmp_lat, tmp_lon)
+            for k, sigma in enumerate(nature["level"].values):
+                rows["temp"].append(pd.DataFrame({
+                    "time": t, "latitude": tmp_lat, "longitude": tmp_lon, "station_id": "T", "pressure": sigma * ps_t,
+                    "air_temperature": at("air_temperature", tmp_lat, tmp_lon, k), "eastward_wind": at("eastward_wind", tmp_lat, tmp_lon, k),
+                    "northward_wind": at("northward_wind", tmp_lat, tmp_lon, k),
+                    "geopotential_height": at("geopotential", tmp_lat, tmp_lon, k) / 9.80665,
+                }))
+        (la0, la1), (lo0, lo1) = aircraft_box
+        a_lat, a_lon = rng.uniform(la0, la1, 20), rng.uniform(lo0, lo1, 20)
         rows["aircraft"].append(pd.DataFrame({
             "time": t - pd.Timedelta(hours=2), "latitude": a_lat, "longitude": a_lon, "station_id": "A", "pressure": np.nan,
             "height": 9000.0, "air_temperature": at("air_temperature", a_lat, a_lon, 0),
             "eastward_wind": at("eastward_wind", a_lat, a_lon, 0), "northward_wind": at("northward_wind", a_lat, a_lon, 0),
         }))
-        s_lat, s_lon = rng.uniform(-90, 90, 80), rng.uniform(-180, 180, 80)
+        s_lat, s_lon = rng.uniform(-90, 90, n_satellite), rng.uniform(-180, 180, n_satellite)
         for c in range(len(nature["level"])):
             rows["satellite"].append(pd.DataFrame({
                 "time": t - pd.Timedelta(hours=1), "latitude": s_lat, "longitude": s_lon, "station_id": "metop-a", "channel": c + 1,
-                "brightness_temperature": (at("air_temperature", s_lat, s_lon, c) + rng.normal(0, 0.5, 80)).astype(np.float32),
+                "brightness_temperature": (at("air_temperature", s_lat, s_lon, c) + rng.normal(0, 0.5, n_satellite)).astype(np.float32),
             }))
     return {k: pd.concat(v, ignore_index=True) for k, v in rows.items()}
 

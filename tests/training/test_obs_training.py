@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from obscast.components.data.fields import interpolate_points, point_weights, truth_channels
+from obscast.components.data.fields import truth_channels
 
 from obscast.components.data.obs import ObsWindowDataset, collate_obs, split_times
 
@@ -30,6 +30,7 @@ from obscast.components.training.trainer import (
 )
 from obscast.components.verification.evaluate import evaluate, gridpoint_climatology, skill_table
 from obscast.components.model.model import ObsCastModel
+from tests.training.osse_synthetic import synthetic_tables
 
 SMALL = dict(n_lat=16, n_lon=32, latent_channels=16, processor_hidden=16, n_blocks=1, decoder_hidden=16, encoder_hidden=16)
 
@@ -49,50 +50,9 @@ def nature(tmp_path_factory):
 
 
 def _sample(nature, seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Throwaway sampler: SYNOP (lowest level + ps), TEMP at 00/12 UTC, aircraft with heights,
-    satellite channels = T at each level; Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    lat, lon = nature["latitude"].values, nature["longitude"].values
-    lowest = int(np.argmax(nature["level"].values))
-    syn_lat, syn_lon = rng.uniform(-60, 80, 300), rng.uniform(-180, 180, 300)
-    tmp_lat, tmp_lon = rng.uniform(-60, 80, 30), rng.uniform(-180, 180, 30)
-    rows: dict[str, list[pd.DataFrame]] = {"synop": [], "temp": [], "aircraft": [], "satellite": []}
-    for it, t in enumerate(pd.DatetimeIndex(nature["time"].values)):
-        snap = nature.isel(time=it)
-        at = lambda name, la, lo, lev=None: interpolate_points(
-            (snap[name].values if lev is None else snap[name].values[lev]).astype(np.float32), *point_weights(lat, lon, la, lo)
-        )
-        n = len(syn_lat)
-        rows["synop"].append(pd.DataFrame({
-            "time": t, "latitude": syn_lat, "longitude": syn_lon, "station_id": [f"{i:05d}" for i in range(n)],
-            "surface_altitude": 0.0, "wind_speed": 1.0,
-            "surface_air_pressure": at("surface_air_pressure", syn_lat, syn_lon) + rng.normal(0, 100, n),
-            "air_temperature": at("air_temperature", syn_lat, syn_lon, lowest) + rng.normal(0, 1, n),
-            "eastward_wind": at("eastward_wind", syn_lat, syn_lon, lowest) + rng.normal(0, 2, n),
-            "northward_wind": at("northward_wind", syn_lat, syn_lon, lowest) + rng.normal(0, 2, n),
-        }))
-        ps_t = at("surface_air_pressure", tmp_lat, tmp_lon)
-        if t.hour in (0, 12):
-            for k, sigma in enumerate(nature["level"].values):
-                rows["temp"].append(pd.DataFrame({
-                    "time": t, "latitude": tmp_lat, "longitude": tmp_lon, "station_id": "T", "pressure": sigma * ps_t,
-                    "air_temperature": at("air_temperature", tmp_lat, tmp_lon, k), "eastward_wind": at("eastward_wind", tmp_lat, tmp_lon, k),
-                    "northward_wind": at("northward_wind", tmp_lat, tmp_lon, k),
-                    "geopotential_height": at("geopotential", tmp_lat, tmp_lon, k) / 9.80665,
-                }))
-        a_lat, a_lon = rng.uniform(40, 60, 20), rng.uniform(-10, 20, 20)
-        rows["aircraft"].append(pd.DataFrame({
-            "time": t - pd.Timedelta(hours=2), "latitude": a_lat, "longitude": a_lon, "station_id": "A", "pressure": np.nan,
-            "height": 9000.0, "air_temperature": at("air_temperature", a_lat, a_lon, 0),
-            "eastward_wind": at("eastward_wind", a_lat, a_lon, 0), "northward_wind": at("northward_wind", a_lat, a_lon, 0),
-        }))
-        s_lat, s_lon = rng.uniform(-90, 90, 200), rng.uniform(-180, 180, 200)
-        for c in range(len(nature["level"])):
-            rows["satellite"].append(pd.DataFrame({
-                "time": t - pd.Timedelta(hours=1), "latitude": s_lat, "longitude": s_lon, "station_id": "metop-a", "channel": c + 1,
-                "brightness_temperature": (at("air_temperature", s_lat, s_lon, c) + rng.normal(0, 0.5, 200)).astype(np.float32),
-            }))
-    return {k: pd.concat(v, ignore_index=True) for k, v in rows.items()}
+    """SYNOP (lowest level + ps), TEMP at 00/12 UTC, aircraft with heights, satellite channels =
+    T at each level; Gaussian noise (:func:`tests.training.osse_synthetic.synthetic_tables`)."""
+    return synthetic_tables(nature, seed, n_synop=300, n_temp=30, n_satellite=200, aircraft_box=((40.0, 60.0), (-10.0, 20.0)))
 
 
 @pytest.fixture(scope="module")

@@ -397,12 +397,8 @@ def read_synop(
     path : str or os.PathLike
         BUFR file with surface land reports (ECMWF subtypes 1-4 or WMO
         templates using the ``...At2M``/``...At10M`` element names).
-    window : None or (start, end), optional
-        Keep only reports with ``start < time <= end`` (UTC); see
-        :func:`normalise_window`.
-    engine : {"auto", "pdbufr", "eccodes"}, optional
-        Decoding engine (see module docstring); ``"auto"`` picks the fast
-        eccodes path for files of compressed messages.
+    window, engine
+        As in :func:`read_observations`.
 
     Returns
     -------
@@ -438,11 +434,8 @@ def read_temp(
     ----------
     path : str or os.PathLike
         BUFR file with TEMP soundings (ECMWF subtype 101 or equivalent).
-    window : None or (start, end), optional
-        Keep only levels of soundings with ``start < time <= end`` (UTC).
-    engine : {"auto", "pdbufr", "eccodes"}, optional
-        Decoding engine (see module docstring); ``"auto"`` picks the fast
-        eccodes path for files of compressed messages.
+    window, engine
+        As in :func:`read_observations`.
 
     Returns
     -------
@@ -475,11 +468,8 @@ def read_aircraft(
     ----------
     path : str or os.PathLike
         BUFR file with single-level aircraft reports.
-    window : None or (start, end), optional
-        Keep only reports with ``start < time <= end`` (UTC).
-    engine : {"auto", "pdbufr", "eccodes"}, optional
-        Decoding engine (see module docstring); ``"auto"`` picks the fast
-        eccodes path for files of compressed messages.
+    window, engine
+        As in :func:`read_observations`.
 
     Returns
     -------
@@ -515,11 +505,8 @@ def read_satellite(
         EUMETSAT/NOAA ATOVS level-1b (HIRS: template 3 10 008, channels in
         ``tovsOrAtovsOrAvhrrInstrumentationChannelNumber``) or obscast's
         simulated files (``channelNumber``, see :mod:`obscast.components.osse.simulate`).
-    window : None or (start, end), optional
-        Keep only rows with ``start < time <= end`` (UTC).
-    engine : {"auto", "pdbufr", "eccodes"}, optional
-        Decoding engine (see module docstring); ``"auto"`` picks the fast
-        eccodes path for files of compressed messages.
+    window, engine
+        As in :func:`read_observations`.
 
     Returns
     -------
@@ -565,9 +552,11 @@ def read_observations(
     path : str or os.PathLike
         BUFR file.
     window : None or (start, end), optional
-        Time filter ``(start, end]``, UTC.
+        Keep only reports (soundings: all their levels) with ``start < time <= end`` (UTC);
+        see :func:`normalise_window`.
     engine : {"auto", "pdbufr", "eccodes"}, optional
-        Decoding engine (see module docstring).
+        Decoding engine (see module docstring); ``"auto"`` picks the fast eccodes path for
+        files of compressed messages.
 
     Returns
     -------
