@@ -238,16 +238,11 @@ def gaussian_gather(
 
     Parameters
     ----------
-    lat, lon : torch.Tensor
-        Point coordinates (batch, points) in degrees.
     grid_values : torch.Tensor
         (batch, cells, features).
-    grid_xyz : torch.Tensor
-        Cell-centre unit vectors (3, cells), see :func:`obscast.processor.grid.unit_vectors`.
-    lengthscale_km : torch.Tensor
-        Scalar kernel lengthscale in km.
-    max_elements : int
-        Chunk size in (point, cell) pairs per batch.
+    lat, lon, grid_xyz, lengthscale_km, max_elements
+        As in :func:`gaussian_scatter` (points (batch, points) in degrees, cell unit vectors
+        (3, cells), scalar lengthscale in km, chunk size in (point, cell) pairs per batch).
 
     Returns
     -------
