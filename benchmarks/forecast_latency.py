@@ -11,7 +11,7 @@ warm-up run that is not timed:
   from the isothermal rest state plus its perturbation (the cost of a spectral step does not
   depend on the state). The warm-up compiles the stepper and integrates one day.
 * **model**: :meth:`ObsCastModel.forecast` of the default OSSE architecture (the arguments of
-  :func:`obscast.components.training.workflow.model_args`: ``osse_model_args`` with
+  :func:`obscast.components.training.workflow.model_args`: ``build_model_args`` with
   ``model`` section of ``configs/default.yaml``, the cycling model with the ``"forecast"``
   station residual) with random weights, rolling ``--days * 4`` steps of 6 h at batch 1 from a
   random latent state, decoding every step to the gridded output (T42 averaged over 2 x 2, with
@@ -136,13 +136,13 @@ def build_model(config: Any, device: torch.device, seed: int = 0) -> tuple[Any, 
     """The default OSSE model with random weights (every parameter, including those that start at
     zero in training, drawn at random), in eval mode on ``device``."""
     from obscast.components.model.model import ObsCastModel
-    from obscast.components.training.trainer import osse_model_args
+    from obscast.components.model.assembly import build_model_args
 
     m = config.model
     stats, station_channels = synthetic_statistics(config.osse.nature, m.coarsen)
     if config.experiment.target.station_channels is not None:
         station_channels = list(config.experiment.target.station_channels)
-    args = osse_model_args(
+    args = build_model_args(
         stats, station_channels, history=m.history, n_lat=m.latent_grid.n_lat, n_lon=m.latent_grid.n_lon,
         latent_channels=m.latent_channels, processor_hidden=m.processor_hidden, n_blocks=m.n_blocks,
         decoder_hidden=m.decoder_hidden, encoder_hidden=m.encoder_hidden, lengthscale_km=m.encoder_lengthscale,

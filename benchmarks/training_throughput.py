@@ -1,10 +1,10 @@
-"""Training throughput of the Lightning trainer (``train_osse``) against a plain PyTorch loop, same process.
+"""Training throughput of the Lightning trainer (``train_network``) against a plain PyTorch loop, same process.
 
 Builds a small synthetic OSSE (``tests/training/osse_synthetic.py``: travelling waves as the
 truth, SYNOP/aircraft/satellite tables sampled from it; no store, no dinosaur), then trains the
 cycling model for ``--epochs`` epochs twice, alternating:
 
-* ``lightning``: :func:`obscast.components.training.trainer.train_osse` (one ``pl.Trainer``, the
+* ``lightning``: :func:`obscast.components.training.trainer.train_network` (one ``pl.Trainer``, the
   step sampler, the feature cache);
 * ``plain``: the same optimiser steps written as a bare loop (same :class:`StepPlan`, the same
   ``_batch_loss``, AdamW, gradient clipping, source dropout and station draws), no Lightning.
@@ -46,10 +46,10 @@ from obscast.components.training.trainer import (
     _keep_masks,
     _lat_weights,
     _rollout_for,
-    osse_model_args,
     select_device,
-    train_osse,
+    train_network,
 )
+from obscast.components.model.assembly import build_model_args
 from obscast.encoders.setconv import SetConvEncoder
 from osse_synthetic import synthetic_osse
 
@@ -72,7 +72,7 @@ def _sync(dev: torch.device) -> None:
 
 
 def plain_loop(args, train, cache, opts, dev: torch.device) -> list[dict]:
-    """The optimiser steps of ``train_osse`` as a bare loop (no validation, no schedule): per-epoch step seconds and samples."""
+    """The optimiser steps of ``train_network`` as a bare loop (no validation, no schedule): per-epoch step seconds and samples."""
     torch.manual_seed(opts["seed"])
     model = ObsCastModel(**args)
     for e in model.encoders.values():
@@ -152,7 +152,7 @@ def main() -> None:
     stats, train, val = synthetic_osse(days=a.days, n_steps=2, history=2)
     size = {"n_lat": 16, "n_lon": 32, "latent_channels": a.latent_channels, "processor_hidden": a.hidden, "n_blocks": a.n_blocks,
             "decoder_hidden": a.hidden, "encoder_hidden": a.hidden}
-    args = osse_model_args(stats, train.station_channels, history=2, cycling=True, **size)
+    args = build_model_args(stats, train.station_channels, history=2, cycling=True, **size)
     torch.manual_seed(0)
     cache = FeatureCache(ObsCastModel(**args), [train, val])
     opts = {"epochs": a.epochs, "lr": 3e-3, "batch_size": a.batch_size, "rollout_schedule": (1, 2), "station_points": 64,
@@ -164,7 +164,7 @@ def main() -> None:
     for name in ("plain", "lightning", "plain", "lightning"):  # alternate, keep the second (warm) run of each
         _reset_peak(dev)
         if name == "lightning":
-            _, hist = train_osse(args, train, val, cache=cache, device=str(dev), progress_bar=False, **opts)
+            _, hist = train_network(args, train, val, cache=cache, device=str(dev), progress_bar=False, **opts)
             recs = hist["epochs"][1:] or hist["epochs"]
             data_s = sum(r["data_seconds"] for r in recs)
             step_s = sum(r["step_seconds"] for r in recs)

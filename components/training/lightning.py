@@ -1,6 +1,6 @@
 """PyTorch Lightning training of the OSSE model: module, step sampler, checkpoint callback, trainer.
 
-:func:`obscast.components.training.trainer.train_osse` builds the pieces here and runs one
+:func:`obscast.components.training.trainer.train_network` builds the pieces here and runs one
 :class:`pytorch_lightning.Trainer`. The design keeps the data side cheap: the
 :class:`~torch.utils.data.DataLoader` only yields, per optimiser step, the *global* sample
 indices of that step (:class:`StepSampler`, deterministic from ``seed`` and the epoch); the
@@ -229,7 +229,7 @@ def _world(trainer: pl.Trainer) -> tuple[int, int]:
 
 
 class OsseModule(pl.LightningModule):
-    """LightningModule wrapping :class:`ObsCastModel` for :func:`train_osse` (see there for the loss).
+    """LightningModule wrapping :class:`ObsCastModel` for :func:`train_network` (see there for the loss).
 
     Parameters
     ----------
@@ -244,7 +244,7 @@ class OsseModule(pl.LightningModule):
     options : dict
         ``lr``, ``weight_decay``, ``rollout_schedule``, ``val_steps``, ``source_dropout``,
         ``station_points``, ``station_weight``, ``analysis_weight``, ``batch_size``,
-        ``max_seconds``, ``seed``, ``log_progress_bar`` (see :func:`train_osse`).
+        ``max_seconds``, ``seed``, ``log_progress_bar`` (see :func:`train_network`).
     progress : callable, optional
         Called on global rank 0 with each epoch's record.
     """
@@ -473,7 +473,7 @@ def fit(
     progress_bar: bool,
     callbacks: Sequence[pl.Callback] = (),
 ) -> pl.Trainer:
-    """Run :class:`pytorch_lightning.Trainer.fit` on ``module`` (see :func:`train_osse` for the arguments)."""
+    """Run :class:`pytorch_lightning.Trainer.fit` on ``module`` (see :func:`train_network` for the arguments)."""
     import warnings
 
     cbs = list(callbacks)
@@ -531,7 +531,7 @@ def train(
     checkpoint_dir: str | None, checkpoint_every_n_steps: int | None, resume: bool, progress_bar: bool | None,
     callbacks: Sequence[pl.Callback],
 ) -> tuple[ObsCastModel, dict[str, Any]]:
-    """The implementation of :func:`obscast.components.training.trainer.train_osse` (see there)."""
+    """The implementation of :func:`obscast.components.training.trainer.train_network` (see there)."""
     dev = select_device(device)
     torch.manual_seed(seed)
     longest = max([rollout_schedule] if isinstance(rollout_schedule, int) else list(rollout_schedule))

@@ -1,4 +1,4 @@
-"""Training and quick verification of the observation-to-forecast model on an OSSE (Prefect-free).
+"""The trainer of the observation-to-forecast model, the same for every experiment (Prefect-free).
 
 The model (:class:`obscast.components.model.model.ObsCastModel`) has one SetConv encoder per observation source
 (and per history window), a static gridded source carrying the training climatology and latitude
@@ -15,7 +15,7 @@ persistence and climatology at long leads (autoregression continues beyond the t
 Source dropout (GraphDOP, Alexe et al. 2024, arXiv:2412.15687) hides whole observation sources
 per sample, so the model copes with outages and does not lean on a single source.
 
-Cycling (``cycling=True`` in :func:`osse_model_args`): one window of sparse observations cannot
+Cycling (``cycling=True`` in :func:`build_model_args`): one window of sparse observations cannot
 pin down the global state better than the truth changes in 6 h, so a forecast from it loses to
 persistence at short leads. As in NWP data assimilation, each analysis therefore also takes a
 background, the model's own one-step (6 h) forecast from the previous analysis, as a gridded
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from obscast.components.data.obs import ObsWindowDataset, collate_obs, pad_obs
-from obscast.components.data.statistics import STATIC_SOURCE, source_key, static_source_spec
+from obscast.components.data.statistics import STATIC_SOURCE
 from obscast.components.model.model import ObsCastModel
 from obscast.encoders.setconv import SetConvEncoder
 
@@ -59,86 +59,6 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' requested but CUDA is not available")
     return torch.device(name)
-
-
-def osse_model_args(
-    statistics: Mapping[str, Any],
-    station_channels: Sequence[str],
-    *,
-    history: int = 1,
-    n_lat: int = 32,
-    n_lon: int = 64,
-    latent_channels: int = 64,
-    processor_hidden: int = 96,
-    n_blocks: int = 3,
-    decoder_hidden: int = 64,
-    encoder_hidden: int = 64,
-    lengthscale_km: float | None = None,
-    station_lengthscale_km: float | None = None,
-    station_residual: bool | str = True,
-    cycling: bool = False,
-    analysis_blocks: int = 0,
-) -> dict[str, Any]:
-    """Constructor arguments of :class:`ObsCastModel` for an OSSE (JSON-ready).
-
-    Parameters
-    ----------
-    statistics : dict
-        From :func:`obscast.components.data.statistics.fit_statistics`; sets the sources, their variables
-        and pressure layers, the output channels and grid.
-    station_channels : sequence of str
-        Variables of the station decoder (``ObsWindowDataset.station_channels``).
-    history : int
-        Observation windows per source (one SetConv encoder each).
-    n_lat, n_lon, latent_channels, processor_hidden, n_blocks, decoder_hidden : int
-        Latent grid and network sizes (see :class:`ObsCastModel`).
-    encoder_hidden : int
-        Hidden width of the SetConv MLPs.
-    lengthscale_km, station_lengthscale_km : float, optional
-        Initial kernel lengthscales (defaults of the encoders/decoder).
-    station_residual : bool or {"forecast"}
-        True: add the climatology at the stations to the station decoder's output (the decoder
-        then learns anomalies, as the gridded one does); ``"forecast"``: add the gridded
-        forecast interpolated to the stations (the decoder learns a correction to it).
-    cycling : bool
-        Cycled analysis: the previous cycle's one-step forecast (gridded normalised anomaly)
-        is the background of the next analysis (see :class:`ObsCastModel`, :func:`cycle_analyses`).
-    analysis_blocks : int
-        Residual blocks turning the fused state into the analysis (see :class:`ObsCastModel`).
-
-    Returns
-    -------
-    dict
-        Keyword arguments of :class:`ObsCastModel`.
-    """
-    sources: dict[str, dict[str, Any]] = {STATIC_SOURCE: static_source_spec(statistics)}
-    for name, st in statistics["sources"].items():
-        for h in range(history):
-            spec: dict[str, Any] = {"type": "setconv", "variables": list(st["variables"]), "hidden": encoder_hidden}
-            if lengthscale_km is not None:
-                spec["lengthscale_km"] = float(lengthscale_km)
-            if st["pressure_levels"]:
-                spec["pressure_levels"] = list(st["pressure_levels"])
-            sources[source_key(name, h)] = spec
-    g = statistics["grid"]
-    return {
-        "sources": sources,
-        "output_variables": list(g["channels"]),
-        "out_lat": list(g["latitude"]),
-        "out_lon": list(g["longitude"]),
-        "n_lat": n_lat,
-        "n_lon": n_lon,
-        "latent_channels": latent_channels,
-        "processor_hidden": processor_hidden,
-        "n_blocks": n_blocks,
-        "decoder_hidden": decoder_hidden,
-        "station_variables": list(station_channels),
-        "station_lengthscale_km": station_lengthscale_km,
-        "residual_source": STATIC_SOURCE,
-        **({"station_residual": station_residual} if station_residual else {}),
-        **({"cycling": True} if cycling else {}),
-        **({"analysis_blocks": int(analysis_blocks)} if analysis_blocks else {}),
-    }
 
 
 def _to_device(inputs: dict, device: torch.device) -> dict:
@@ -159,7 +79,7 @@ class FeatureCache:
     The kernel lengthscales of the model's SetConv encoders are frozen (``requires_grad``
     False) when the cache is built: they stay at their initial values, the encoders' MLPs still
     learn. All history encoders of a source must share the lengthscale and layers (they do
-    when built by :func:`osse_model_args`), so one feature map per (source, window) serves
+    when built by :func:`build_model_args`), so one feature map per (source, window) serves
     every lag.
 
     Parameters
@@ -403,7 +323,7 @@ def _rollout_for(schedule: Sequence[int] | int, epoch: int) -> int:
     return int(schedule[min(epoch, len(schedule) - 1)])
 
 
-def train_osse(
+def train_network(
     model_args: Mapping[str, Any],
     train_data: ObsWindowDataset,
     val_data: ObsWindowDataset | None = None,
@@ -448,7 +368,7 @@ def train_osse(
     Parameters
     ----------
     model_args : dict
-        From :func:`osse_model_args`.
+        From :func:`build_model_args`.
     train_data, val_data : ObsWindowDataset
         Training and validation periods (``n_steps`` at least the longest rollout used).
     epochs : int
@@ -584,8 +504,7 @@ def validation_loss(
 __all__ = [
     "FeatureCache",
     "cycle_analyses",
-    "osse_model_args",
     "select_device",
-    "train_osse",
+    "train_network",
     "validation_loss",
 ]

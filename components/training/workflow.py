@@ -2,8 +2,8 @@
 
 Every configuration goes through these functions: the experiment's datasets
 (:mod:`obscast.components.data.experiment`), one model assembly
-(:func:`obscast.components.training.trainer.osse_model_args`), one trainer
-(:func:`~obscast.components.training.trainer.train_osse`) and one evaluator
+(:func:`obscast.components.model.assembly.build_model_args`), one trainer
+(:func:`~obscast.components.training.trainer.train_network`) and one evaluator
 (:func:`obscast.components.verification.evaluate.evaluate`).
 
 A cycling model (``model.cycling``, docs/architecture.md) fuses each window of observations with
@@ -27,7 +27,8 @@ from obscast.components.config import Config
 from obscast.components.data.experiment import ExperimentData, cycling_inits, dataset
 from obscast.components.data.obs import ObsWindowDataset, collate_obs
 from obscast.components.model.model import ObsCastModel
-from obscast.components.training.trainer import FeatureCache, cycle_analyses, osse_model_args, train_osse
+from obscast.components.training.trainer import FeatureCache, cycle_analyses, train_network
+from obscast.components.model.assembly import build_model_args
 from obscast.components.verification.evaluate import evaluate, gridpoint_climatology
 
 
@@ -42,7 +43,7 @@ def is_global_zero() -> bool:
 def model_args(config: Config, data: ExperimentData) -> dict[str, Any]:
     """Constructor arguments of the model (stored in the model card), from ``model.*``."""
     m = config.model
-    return osse_model_args(
+    return build_model_args(
         data.statistics, data.train.station_channels, history=m.history, n_lat=m.latent_grid.n_lat, n_lon=m.latent_grid.n_lon,
         latent_channels=m.latent_channels, processor_hidden=m.processor_hidden, n_blocks=m.n_blocks,
         decoder_hidden=m.decoder_hidden, encoder_hidden=m.encoder_hidden, lengthscale_km=m.encoder_lengthscale,
@@ -79,7 +80,7 @@ def train_model(config: Config, data: ExperimentData, progress: Callable[[dict[s
     args = model_args(config, data)
     torch.manual_seed(t.seed)
     cache = FeatureCache(ObsCastModel(**args), [data.train, data.validation, data.test])
-    model, history = train_osse(
+    model, history = train_network(
         args, data.train, data.validation, epochs=epochs or t.epochs, lr=learning_rate or t.learning_rate,
         weight_decay=t.weight_decay, batch_size=t.batch_size, rollout_schedule=t.rollout_schedule,
         source_dropout=t.source_dropout, station_points=t.station_points, station_weight=t.station_weight,

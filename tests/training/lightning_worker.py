@@ -18,7 +18,8 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from obscast.components.training.trainer import osse_model_args, train_osse
+from obscast.components.training.trainer import train_network
+from obscast.components.model.assembly import build_model_args
 from osse_synthetic import SMALL, synthetic_osse
 
 #: Training arguments of the shared run: 4 optimiser steps per epoch, 4 parallel cycles.
@@ -30,13 +31,13 @@ RUN = {"epochs": 3, "lr": 3e-3, "batch_size": 4, "rollout_schedule": (1, 2), "st
 def data():
     """(model_args, train, validation) of the synthetic OSSE (history 2, 2 target steps, cycling)."""
     stats, train, val = synthetic_osse(days=8, n_steps=2, history=2)
-    return osse_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL), train, val
+    return build_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL), train, val
 
 
 def run(**kwargs):
-    """:func:`train_osse` on :func:`data` with :data:`RUN` updated by ``kwargs``."""
+    """:func:`train_network` on :func:`data` with :data:`RUN` updated by ``kwargs``."""
     args, train, val = data()
-    return train_osse(args, train, val, **{**RUN, **kwargs})
+    return train_network(args, train, val, **{**RUN, **kwargs})
 
 
 class KillAt(pl.Callback):

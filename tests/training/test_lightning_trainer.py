@@ -1,4 +1,4 @@
-"""The Lightning ``train_osse``: epoch records, timing split, time limit and argument checks."""
+"""The Lightning ``train_network``: epoch records, timing split, time limit and argument checks."""
 
 from __future__ import annotations
 

@@ -24,10 +24,10 @@ from obscast.components.data.tables import prepare_table
 from obscast.components.training.trainer import (
     FeatureCache,
     cycle_analyses,
-    osse_model_args,
-    train_osse,
+    train_network,
     validation_loss,
 )
+from obscast.components.model.assembly import build_model_args
 from obscast.components.verification.evaluate import evaluate, gridpoint_climatology, skill_table
 from obscast.components.model.model import ObsCastModel
 from tests.training.osse_synthetic import synthetic_tables
@@ -147,7 +147,7 @@ def test_dataset_rejects_missing_truth(setup, nature):
 def test_cached_features_match_model_forward(setup):
     _, _, stats, train, _ = setup
     torch.manual_seed(0)
-    model = ObsCastModel(**osse_model_args(stats, train.station_channels, history=2, **SMALL)).eval()
+    model = ObsCastModel(**build_model_args(stats, train.station_channels, history=2, **SMALL)).eval()
     with torch.no_grad():  # make the zero-initialised output layers non-trivial
         for name, p in model.named_parameters():
             if "lengthscale" not in name:
@@ -166,13 +166,13 @@ def test_cached_features_match_model_forward(setup):
 
 def test_training_lowers_validation_loss_and_evaluates(setup):
     _, _, stats, train, val = setup
-    args = osse_model_args(stats, train.station_channels, history=2, **SMALL)
+    args = build_model_args(stats, train.station_channels, history=2, **SMALL)
     torch.manual_seed(0)
     untrained = ObsCastModel(**args)
     cache = FeatureCache(untrained, [train, val])
     before = validation_loss(untrained, val, 2, cache)
     records = []
-    model, hist = train_osse(
+    model, hist = train_network(
         args, train, val, epochs=4, lr=3e-3, batch_size=2, rollout_schedule=(1, 2), station_points=64,
         cache=cache, device="cpu", progress=records.append,
     )
@@ -213,7 +213,7 @@ def _perturbed(model: ObsCastModel, seed: int = 0, scale: float = 0.1) -> ObsCas
 def test_cycle_analyses_carry_the_background_and_restart_after_gaps(setup, nature):
     tables, _, stats, train, _ = setup
     torch.manual_seed(0)
-    model = _perturbed(ObsCastModel(**osse_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL)))
+    model = _perturbed(ObsCastModel(**build_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL)))
     cache = FeatureCache(model, [train])
     got = cycle_analyses(model, train, cache)
     assert got.shape == (len(train), 16, 16, 32)
@@ -242,12 +242,12 @@ def test_cycle_analyses_carry_the_background_and_restart_after_gaps(setup, natur
 
 def test_cycling_training_lowers_validation_loss_and_verifies_with_spinup(setup, nature):
     tables, _, stats, train, val = setup
-    args = osse_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL)
+    args = build_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL)
     torch.manual_seed(0)
     untrained = ObsCastModel(**args)
     cache = FeatureCache(untrained, [train, val])
     before = validation_loss(untrained, val, 2, cache)
-    model, hist = train_osse(
+    model, hist = train_network(
         args, train, val, epochs=4, lr=3e-3, batch_size=2, rollout_schedule=(1, 2), station_points=64,
         cache=cache, device="cpu", spinup_cycles=1,
     )
@@ -261,12 +261,12 @@ def test_cycling_training_lowers_validation_loss_and_verifies_with_spinup(setup,
         evaluate(model, val, 2, device="cpu", max_stations=0, cache=cache, spinup=len(val))
     with pytest.raises(ValueError, match="consecutive"):
         gappy = ObsWindowDataset(tables, nature, train.init_times[[0, 1, 3, 4, 5, 6]], stats, n_steps=2, history=2)
-        train_osse(args, gappy, None, epochs=1, rollout_schedule=1, cache=cache, device="cpu")
+        train_network(args, gappy, None, epochs=1, rollout_schedule=1, cache=cache, device="cpu")
     # warm start (retrain): one more epoch from the trained weights starts where they left off
-    warm, warm_hist = train_osse(args, train, val, epochs=1, lr=3e-3, batch_size=2, rollout_schedule=1, station_points=64,
+    warm, warm_hist = train_network(args, train, val, epochs=1, lr=3e-3, batch_size=2, rollout_schedule=1, station_points=64,
                                  cache=cache, device="cpu", spinup_cycles=1, init_state=model.state_dict())
-    cold, cold_hist = train_osse(args, train, val, epochs=1, lr=3e-3, batch_size=2, rollout_schedule=1, station_points=64,
+    cold, cold_hist = train_network(args, train, val, epochs=1, lr=3e-3, batch_size=2, rollout_schedule=1, station_points=64,
                                  cache=cache, device="cpu", spinup_cycles=1)
     assert warm_hist["epochs"][0]["train_loss"] < cold_hist["epochs"][0]["train_loss"]
     with pytest.raises(RuntimeError, match="state_dict"):
-        train_osse(args, train, val, epochs=1, rollout_schedule=1, cache=cache, device="cpu", init_state={"bogus": torch.zeros(1)})
+        train_network(args, train, val, epochs=1, rollout_schedule=1, cache=cache, device="cpu", init_state={"bogus": torch.zeros(1)})

@@ -11,7 +11,7 @@ from obscast.components.data.interp import PointInterpolator
 from obscast.components.data.obs import ObsWindowDataset, collate_obs
 from obscast.components.data.statistics import fit_statistics
 from obscast.components.model.model import ObsCastModel
-from obscast.components.training.trainer import osse_model_args
+from obscast.components.model.assembly import build_model_args
 from obscast.components.verification.evaluate import evaluate, gridpoint_climatology
 from obscast.components.verification.metrics import (
     rmse_and_bias,
@@ -66,7 +66,7 @@ def setup():
     train = ObsWindowDataset(tables, nature, times[1:6], stats, n_steps=2)
     test = ObsWindowDataset(tables, nature, times[5:10], stats, n_steps=2)
     torch.manual_seed(0)
-    model = ObsCastModel(**osse_model_args(stats, test.station_channels, **SMALL))
+    model = ObsCastModel(**build_model_args(stats, test.station_channels, **SMALL))
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # non-trivial outputs (the output layers start at zero)
         for name, p in model.named_parameters():
