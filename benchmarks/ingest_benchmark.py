@@ -60,6 +60,9 @@ ROW_CHUNK = 65536  # the default IngestConfig.row_chunk
 #: (case name, kind, file); kind "grib" for gridded files.
 CASES: list[tuple[str, str, str]] = [
     ("synop", "synop", "perf_synop.bufr"),
+    # DWD national feed (307086 + 10-minute reports): obscast selects by qualifier, pdbufr's flat
+    # read takes first occurrences (so its values differ; the decode work is comparable)
+    ("national", "synop", "synop-dwd-national-10min.bufr"),
     ("temp", "temp", "temp.bufr"),
     ("aircraft", "aircraft", "perf_aircraft.bufr"),
     ("era5", "grib", "era5-levels-members.grib"),

@@ -26,7 +26,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from obscast.components.errors import ConfigError
 from obscast.components.osse.nature import NatureRunConfig
 from obscast.components.osse.errors import ErrorModel
+from obscast.components.nwp.baseline import NwpBaselineConfig
 
+# The repository root in a checkout, the installed ``obscast`` package folder otherwise: configs/
+# and data/networks/ are package data at the same places (pyproject.toml), so both layouts work.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 
@@ -83,20 +86,103 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=False)
 
 
+class NetcdfField(_Strict):
+    """One variable of a netCDF file that is not CF: its name in the file, and what the file
+    lacks (``obscast.components.obs.readers.netcdf``)."""
+
+    variable: str = Field(min_length=1, description="variable name in the file")
+    units: str | None = Field(default=None, description="its unit (UDUNITS spelling, e.g. degC, hPa, knot) when the file has none or a wrong one")
+    fill_value: float | None = Field(default=None, description="a value that means missing, besides _FillValue/missing_value")
+
+
+class NetcdfTime(_Strict):
+    """The time variable of a station file that is not CF."""
+
+    variable: str = Field(min_length=1)
+    format: str | None = Field(default=None, description="strptime format of text or integer times, e.g. '%Y%m%d%H%M'")
+    units: str | None = Field(default=None, description="CF '<unit> since <reference>' when the file has none or an undecodable one")
+
+    @model_validator(mode="after")
+    def _one(self) -> "NetcdfTime":
+        if self.format is not None and self.units is not None:
+            raise ValueError("give either a time 'format' (text times) or 'units' (numeric times), not both")
+        return self
+
+
+class NetcdfMapping(_Strict):
+    """Declarative mapping of a netCDF station file that is not CF onto an observation table:
+    file variable -> CF standard name, with units, fill value and time format."""
+
+    latitude: NetcdfField
+    longitude: NetcdfField
+    time: NetcdfTime
+    station_id: str | None = Field(default=None, description="variable of the station identifiers (text or integer)")
+    surface_altitude: NetcdfField | None = None
+    pressure: NetcdfField | None = None
+    variables: dict[str, NetcdfField] = Field(min_length=1, description="CF standard name -> file variable")
+
+    @field_validator("variables")
+    @classmethod
+    def _cf_names(cls, value: dict[str, NetcdfField]) -> dict[str, NetcdfField]:
+        from obscast.components.obs.variables import VARIABLES
+
+        unknown = [k for k in value if k not in VARIABLES]
+        if unknown:
+            raise ValueError(f"{unknown} are not CF standard names obscast knows; expected some of {sorted(VARIABLES)}")
+        return value
+
+
+class NetcdfGridded(_Strict):
+    """Per-dataset overrides for gridded netCDF files whose attributes are missing or undecodable."""
+
+    variables: dict[str, str] = Field(default_factory=dict, description="file variable -> CF standard name (else its standard_name attribute)")
+    units: dict[str, str] = Field(default_factory=dict, description="file variable -> unit, replacing a missing or wrong units attribute")
+    time_units: str | None = Field(default=None, description="CF '<unit> since <reference>' of the time coordinate")
+    calendar: str | None = Field(default=None, description="CF calendar of the time coordinate (default standard)")
+
+
+class EarthkitSource(_Strict):
+    """An earthkit-data source the raw files come from (``earthkit.data.from_source(source, *args,
+    **kwargs)``), e.g. ``{source: url, args: ["https://.../file.bufr"]}``, ``cds``, ``mars``,
+    ``ecmwf-open-data``: fetched into earthkit's cache, then read like local files."""
+
+    source: Literal["file", "url", "cds", "mars", "ecmwf-open-data"]
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
 class SourceConfig(_Strict):
     """One observation source: a WMO observation type read from one or more files.
 
-    ``paths`` entries may be glob patterns; ``store:raw/...`` names files inside a local store.
+    ``paths`` entries may be glob patterns; ``store:raw/...`` names files inside the store, and
+    ``s3://`` globs objects on S3 (the store's ``storage_options``). ``netcdf`` maps a netCDF
+    station file that is not CF; ``earthkit`` fetches the files from an earthkit-data source.
     """
 
-    kind: Literal["synop", "temp", "aircraft", "satellite"]
-    paths: list[str] = Field(min_length=1, description="BUFR files or glob patterns")
+    kind: Literal["synop", "temp", "aircraft", "satellite", "amv"]
+    paths: list[str] = Field(default_factory=list, description="BUFR or netCDF files or glob patterns")
+    netcdf: NetcdfMapping | None = Field(default=None, description="mapping of a netCDF station file that is not CF")
+    earthkit: EarthkitSource | None = Field(default=None, description="remote files through earthkit-data")
+
+    @model_validator(mode="after")
+    def _files(self) -> "SourceConfig":
+        if not self.paths and self.earthkit is None:
+            raise ValueError("a source needs 'paths' or an 'earthkit' source")
+        return self
 
 
 class GriddedConfig(_Strict):
-    """One gridded dataset (reanalysis or analysis) read from GRIB files."""
+    """One gridded dataset (reanalysis or analysis) read from GRIB or netCDF files."""
 
-    paths: list[str] = Field(min_length=1)
+    paths: list[str] = Field(default_factory=list)
+    netcdf: NetcdfGridded | None = Field(default=None, description="overrides for netCDF files with missing or undecodable attributes")
+    earthkit: EarthkitSource | None = Field(default=None, description="remote files through earthkit-data")
+
+    @model_validator(mode="after")
+    def _files(self) -> "GriddedConfig":
+        if not self.paths and self.earthkit is None:
+            raise ValueError("a gridded dataset needs 'paths' or an 'earthkit' source")
+        return self
 
 
 class IngestConfig(_Strict):
@@ -104,6 +190,7 @@ class IngestConfig(_Strict):
 
     window: Duration = Field(default_factory=lambda: pd.Timedelta(hours=6))
     row_chunk: int = Field(default=65536, gt=0, description="rows per zarr chunk of observation tables")
+    dask_address: str | None = Field(default=None, description="Dask scheduler (tcp://host:port) that reads the backfill's windows (None: this machine)")
 
 
 class LatentGridConfig(_Strict):
@@ -248,6 +335,7 @@ class OsseConfig(_Strict):
     nature: NatureRunConfig = Field(default_factory=NatureRunConfig)
     error_model: ErrorModel = Field(default_factory=ErrorModel)
     networks: str = "../data/networks"
+    nwp: NwpBaselineConfig | None = Field(default=None, description="the classical NWP baseline (cycled 3D-Var, identical and fraternal twins); none when absent")
 
 
 class Config(BaseSettings):
@@ -343,10 +431,15 @@ class Config(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """The configuration as JSON-able data with secrets removed (for metadata and artifacts)."""
         data = self.model_dump(mode="json")
-        data["storage_options"] = {
-            k: ("***" if any(s in k.lower() for s in ("key", "secret", "token", "password")) else v)
-            for k, v in data["storage_options"].items()
-        }
+
+        def masked(options: dict[str, Any]) -> dict[str, Any]:
+            return {k: ("***" if any(s in k.lower() for s in ("key", "secret", "token", "password")) else v) for k, v in options.items()}
+
+        data["storage_options"] = masked(data["storage_options"])
+        for section in ("sources", "gridded"):  # earthkit-data request keywords may carry credentials
+            for entry in data[section].values():
+                if entry.get("earthkit"):
+                    entry["earthkit"]["kwargs"] = masked(entry["earthkit"]["kwargs"])
         return data
 
 

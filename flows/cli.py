@@ -12,9 +12,23 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from obscast.components.errors import ObscastError
+
+#: Lock file in ``PREFECT_HOME`` held while this machine's temporary Prefect server starts.
+EPHEMERAL_START_LOCK = "obscast-ephemeral-server.lock"
+
+
+def package_version() -> str:
+    """The installed obscast version from the package metadata, or ``unknown`` when not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("obscast")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -29,13 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="obscast",
         description="obscast: observations to forecasts. ingest -> encode -> forecast -> decode -> verify, as Prefect flows.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the installed obscast version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("run", help="the whole pipeline: (simulate,) ingest, train, forecast, verify", description="Run (simulate ->) ingest -> train -> forecast -> verify as one Prefect flow.")
     _common(p)
     p = sub.add_parser("simulate", help="OSSE: nature run and simulated observations as BUFR", description="Run (or reuse) the OSSE nature run with dinosaur and write simulated SYNOP, TEMP, aircraft and satellite BUFR at real network positions.")
     _common(p)
+    p = sub.add_parser("baseline", help="OSSE: the classical NWP baseline (cycled 3D-Var, twin forecasts)",
+                       description="Cycle a 3D-Var of the ingested observations with the nature run's dycore (identical twin) and at a "
+                       "coarser truncation (fraternal twin) through the test period and forecast from every osse.nwp.every-th "
+                       "test init (cached by the configuration's hash); verify scores them beside the model.")
+    _common(p)
     p = sub.add_parser("ingest", help="read raw BUFR/GRIB into the store, with QC", description="Ingest every configured observation source and gridded dataset into zarr, with QC and quarantine.")
     _common(p)
+    p.add_argument("--strict", action="store_true",
+                   help="fail on the first file that cannot be decoded (default: quarantine such a file whole and ingest the rest)")
     p = sub.add_parser("backfill", help="ingest one source over a time range, window by window",
                        description="Ingest one observation source over (START, END], window by window (ingest.window), skipping the "
                        "windows already stored; windows are read in parallel (--workers N: a Dask cluster of N processes).")
@@ -43,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="a source name of the configuration (sources.<name>)")
     p.add_argument("--start", required=True, help="UTC time, ISO 8601, e.g. 2000-01-01T00:00 (exclusive)")
     p.add_argument("--end", required=True, help="UTC time, ISO 8601 (inclusive); whole windows overlapping (start, end] are ingested")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: no Dask)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes of a local Dask cluster (default 1: no Dask)")
+    p.add_argument("--address", default=None, metavar="tcp://HOST:PORT",
+                   help="run the windows on the workers of this existing Dask scheduler (default: ingest.dask_address, else this machine)")
     p = sub.add_parser("train", help="train encoders, processor and decoders", description="Train a new model version on the gridded dataset's transitions and save it to the model registry.")
     _common(p)
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
@@ -101,6 +126,47 @@ def _quiet_tracebacks() -> None:
         handler.addFilter(_NoObscastTraceback())
 
 
+def start_ephemeral_server() -> None:
+    """Start Prefect's temporary (ephemeral) server for this process, one process at a time.
+
+    Without ``PREFECT_API_URL`` every Prefect process starts its own temporary server on the
+    SQLite database in ``PREFECT_HOME``, and each server runs the database migrations as it starts.
+    Two ``obscast`` commands started at the same moment on a new machine then ran the migrations
+    concurrently and failed ("no such table", "Application startup failed"). Here the start
+    (migrations included: the server answers its health check only after them) happens under a
+    file lock in ``PREFECT_HOME``, so a second command waits, then finds the database migrated.
+    The flows reuse the server started here (Prefect keeps one per process). Nothing is done when
+    ``PREFECT_API_URL`` is set or ephemeral mode is off.
+
+    Raises
+    ------
+    ObscastError
+        If another command holds the lock for longer than the startup timeout plus a minute, or
+        the server does not start; the message says to retry (no traceback).
+    """
+    from filelock import FileLock, Timeout
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    settings = get_current_settings()
+    if settings.api.url or not settings.server.ephemeral.enabled:
+        return
+    home = Path(settings.home)
+    wait = settings.server.ephemeral.startup_timeout_seconds + 60
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(home / EPHEMERAL_START_LOCK), timeout=wait):
+            SubprocessASGIServer().start()
+    except Timeout:
+        raise ObscastError(f"{home / EPHEMERAL_START_LOCK}: another obscast command has been starting Prefect's temporary server "
+                           f"for over {wait} s; retry when it has started, or run a server (`python -m obscast.infra.stack start`) "
+                           "and set PREFECT_API_URL") from None
+    except Exception as exc:  # noqa: BLE001  (whatever Prefect raised: explained in one line)
+        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300].rstrip(".")
+        raise ObscastError(f"Prefect's temporary server (PREFECT_HOME={home}) did not start: {detail}; retry, or run a server "
+                           "(`python -m obscast.infra.stack start`) and set PREFECT_API_URL") from None
+
+
 def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     from obscast.components.config import load_config
 
@@ -109,6 +175,8 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     kw = {"config_path": args.config, "store": args.store}
     if args.command == "models":
         return _models(args), _describe_models
+    if args.command != "serve":  # serve needs PREFECT_API_URL (checked by serve_deployments)
+        start_ephemeral_server()
     if args.command == "serve":
         from obscast.infra.deploy import PREFECT_FILE, serve_deployments
 
@@ -118,6 +186,11 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
         served = serve_deployments(args.deployment, {k: v for k, v in defaults.items() if v}, args.paused_schedules, args.limit,
                                    args.prefect_file or PREFECT_FILE)
         return served, lambda r: "stopped serving " + ", ".join(r)
+    if args.command == "baseline":
+        from obscast.flows.baseline import baseline_flow
+
+        return baseline_flow(**kw), lambda r: (f"NWP baseline {r['hash']} ({'cached' if r['cached'] else 'computed'}): {', '.join(r['systems'])}"
+                                               if r else "no osse.nwp section in the configuration: nothing to do")
     if args.command == "simulate":
         from obscast.flows.simulate import simulate_flow
 
@@ -125,13 +198,14 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
     if args.command == "ingest":
         from obscast.flows.ingest import ingest_flow
 
-        return ingest_flow(**kw), _describe_ingest
+        return ingest_flow(**kw, strict=args.strict), _describe_ingest
     if args.command == "backfill":
-        from obscast.flows.backfill import backfill_flow, check_request
+        from obscast.flows.backfill import backfill_flow, check_request, resolve_address
 
-        check_request(load_config(args.config, {"store": args.store} if args.store else None), args.source, args.start, args.end,
-                      args.workers, args.config)  # one-line errors before any flow starts
-        return backfill_flow(**kw, source=args.source, start=args.start, end=args.end, workers=args.workers), _describe_backfill
+        config = load_config(args.config, {"store": args.store} if args.store else None)
+        check_request(config, args.source, args.start, args.end, args.workers, args.config,
+                      resolve_address(config, args.address))  # one-line errors before any flow starts
+        return backfill_flow(**kw, source=args.source, start=args.start, end=args.end, workers=args.workers, address=args.address), _describe_backfill
     if args.command == "train":
         from obscast.flows.train import train_flow
 
@@ -202,6 +276,7 @@ def _describe_ingest(result: dict[str, Any]) -> str:
     for name, s in result["sources"].items():
         rejected = {k: v for k, v in s["qc"].items() if k not in ("total", "accepted")}
         lines.append(f"{name}: {s['qc']['total']} rows, {s['qc']['accepted']} accepted, quarantined {rejected} -> {s['obs']}")
+        lines += [f"{name}: file quarantined whole: {b['reason']}" for b in s.get("bad_files", [])]
     for name, g in result["gridded"].items():
         lines.append(f"{name}: {g['status']} -> {g['url']}")
     return "\n".join(lines)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from prefect import flow
-
 from obscast.components.data.experiment import load_tables, open_target
+from obscast.components.model.forecasting import (
+    gridded_forecast_dataset,
+    load_model,
+    station_forecast_dataset,
+    station_identifiers,
+)
 from obscast.components.store.obstable import ObsTable
-from obscast.components.model.forecasting import gridded_forecast_dataset, load_model, station_forecast_dataset
 from obscast.flows.common import load, publish_products, store_of, task, write_products
+from prefect import flow
 
 
 @task(name="forecast")
@@ -33,10 +36,8 @@ def forecast_task(config, init_time: str | None, n_steps: int | None, version: s
     source = config.experiment.target.stations
     if "stations" in out and len(ds.station_latitude):
         stations = ds.denormalise(out["stations"], channel_axis=-1, channels=ds.station_channels)[0].numpy()
-        raw = ObsTable(st, f"obs/{source}.zarr").read().drop_duplicates(["latitude", "longitude"])
-        ids = dict(zip(zip(raw["latitude"].round(4), raw["longitude"].round(4)), raw["station_id"]))
         lat, lon = ds.station_latitude.numpy().astype(float), ds.station_longitude.numpy().astype(float)
-        station_ids = np.array([ids.get((round(a, 4), round(b, 4)), "") for a, b in zip(lat, lon)], dtype=object)
+        station_ids = station_identifiers(ObsTable(st, f"obs/{source}.zarr").read(), lat, lon)
         products[f"{init:%Y%m%dT%H%M}.stations.zarr"] = station_forecast_dataset(
             stations, ds.station_channels, station_ids, lat, lon, init, config.model.step, {**attrs, "stations_from": source})
         rows.append(("station forecasts", f"(lead_time, station) at {len(lat)} {source} positions"))

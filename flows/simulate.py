@@ -5,6 +5,12 @@ The nature run goes to ``gridded/nature.zarr`` (cached by its configuration's ha
 file per kind and day, from which the ingest flow reads them like any real BUFR file. The raw
 files are cached under a key of the nature run, the error model and the networks: a second run
 with the same configuration does nothing.
+
+Both tasks also carry a Prefect cache policy keyed on that configuration hash and the store
+(:func:`obscast.flows.common.config_cache`): a second run with the same configuration completes
+them as ``Cached`` without running them, a changed configuration runs them again, and when their
+products are missing from the store (a new or emptied store) they run with ``refresh_cache``.
+The nature run reports its progress as the progress artifact ``nature-run-progress``.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import pandas as pd
 from prefect import flow, get_run_logger
 
 from obscast.components.errors import ObscastError
+from obscast.components.osse.amv import AMV_KIND, has_amv_source, write_amv_bufr
 from obscast.components.osse.networks import load_networks
 from obscast.components.store.storage import Store
-from obscast.flows.common import load, store_of, task
+from obscast.flows.common import Progress, config_cache, load, store_of, task
 
 RAW = "raw/osse"
 
@@ -31,10 +38,39 @@ def osse_key(config) -> str:
     h = hashlib.sha256()
     h.update(config_hash(config.osse.nature).encode())
     h.update(json.dumps(config.osse.error_model.model_dump(mode="json"), sort_keys=True).encode())
-    for name, frame in sorted(load_networks(config.osse.networks).items()):
+    for name, frame in sorted(load_networks(config.osse.networks, amv=has_amv_source(config.sources)).items()):
         h.update(name.encode())
         h.update(pd.util.hash_pandas_object(frame, index=False).values.tobytes())
     return h.hexdigest()[:16]
+
+
+def nature_key(config) -> str:
+    """Cache key of the nature run: the hash of ``osse.nature`` (:func:`obscast.components.osse.nature.config_hash`)."""
+    from obscast.components.osse.nature import config_hash
+
+    return config_hash(config.osse.nature)
+
+
+def nature_stored(store: Store, config) -> bool:
+    """Whether the store holds the complete nature run of this configuration (``gridded/nature.zarr``
+    with the configuration's ``config_hash`` and ``complete`` attributes)."""
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(store.zarr_store("gridded/nature.zarr"), mode="r").attrs)
+    except Exception:  # noqa: BLE001 - absent or unreadable: not stored
+        return False
+    return attrs.get("config_hash") == nature_key(config) and attrs.get("complete") is True
+
+
+def observations_stored(store: Store, config) -> bool:
+    """Whether the store holds the simulated observations of this configuration (their manifest
+    with the key :func:`osse_key` and every file it lists)."""
+    path = f"{RAW}/manifest.json"
+    if not store.exists(path):
+        return False
+    manifest = store.read_json(path)
+    return manifest.get("key") == osse_key(config) and all(store.exists(f) for files in manifest["files"].values() for f in files)
 
 
 def _local(store: Store) -> Store:
@@ -43,26 +79,35 @@ def _local(store: Store) -> Store:
     return store
 
 
-@task(name="nature-run")
+@task(name="nature-run", cache_policy=config_cache("nature-run", nature_key))
 def nature_task(config) -> str:
-    """Run (or reuse) the nature run; returns its URL."""
+    """Run (or reuse) the nature run; returns its URL. Progress: the artifact ``nature-run-progress``
+    (spin-up days then stored days, as one bar)."""
     from obscast.components.osse.nature import run_nature
 
     logger = get_run_logger()
     st = _local(store_of(config))
     path = st._path("gridded/nature.zarr")
     last = {"day": -1}
+    nature = config.osse.nature
+    spinup = float(nature.spinup_days)
+    bar = Progress("nature-run-progress", f"Nature run {nature_key(config)}: {spinup:g} days of spin-up, {float(nature.length_days):g} days stored")
 
     def progress(phase: str, done: float, total: float) -> None:
         if int(done) // 10 != last["day"] // 10 or done >= total:
             logger.info("nature run %s: day %.0f of %.0f", phase, done, total)
         last["day"] = int(done)
+        if phase == "spinup":
+            bar.update(done, spinup + float(nature.length_days))
+        else:
+            bar.update(spinup + done, spinup + total)
 
-    run_nature(config.osse.nature, path, progress=progress)
+    run_nature(nature, path, progress=progress)
+    bar.update(1, 1)
     return st.url("gridded/nature.zarr")
 
 
-@task(name="simulate-observations")
+@task(name="simulate-observations", cache_policy=config_cache("simulate-observations", osse_key))
 def observations_task(config) -> dict[str, Any]:
     """Simulate and write the observations day by day; skipped when the cache key matches."""
     import xarray as xr
@@ -81,7 +126,7 @@ def observations_task(config) -> dict[str, Any]:
             return {**manifest, "status": "unchanged"}
     st.rm(RAW)  # a different configuration: its raw files are regenerated (observations stay in obs/)
     nature = xr.open_zarr(st.zarr_store("gridded/nature.zarr"), consolidated=False, chunks=None)
-    networks = load_networks(config.osse.networks)
+    networks = load_networks(config.osse.networks, amv=has_amv_source(config.sources))
     times = pd.to_datetime(nature["time"].values)
     days = pd.date_range(times[0].floor("D"), times[-1], freq="D")
     files: dict[str, list[str]] = {}
@@ -89,13 +134,13 @@ def observations_task(config) -> dict[str, Any]:
     missing: dict[str, int] = {}
     for i, day in enumerate(days):
         end = min(day + pd.Timedelta(hours=18), times[-1])
-        sim = simulate_observations(nature, networks, config.osse.error_model, start=day, end=end)
+        sim = simulate_observations(nature, networks, config.osse.error_model, start=day, end=end, kinds=tuple(networks))
         for kind, table in sim.items():
             if table.empty:
                 continue
             rel = f"{RAW}/{kind}/{day:%Y%m%d}.bufr"
             st.fs.makedirs(st._path(f"{RAW}/{kind}"), exist_ok=True)
-            write_bufr(table, kind, st._path(rel))
+            write_amv_bufr(table, st._path(rel)) if kind == AMV_KIND else write_bufr(table, kind, st._path(rel))
             files.setdefault(kind, []).append(rel)
             counts[kind] = counts.get(kind, 0) + len(table)
             missing[kind] = missing.get(kind, 0) + sim.missing.get(kind, 0)
@@ -113,7 +158,8 @@ def simulate_flow(config_path: str | None = None, store: str | None = None) -> d
     Returns
     -------
     dict
-        ``nature`` URL, ``rows`` per kind, ``files`` per kind and ``status`` of the observations.
+        ``nature`` URL, ``rows`` per kind, ``files`` per kind and ``status`` of the observations
+        (``"written"``, or ``"unchanged"`` when reused or cached).
 
     Raises
     ------
@@ -123,6 +169,13 @@ def simulate_flow(config_path: str | None = None, store: str | None = None) -> d
     config = load(config_path, store)
     if config.osse is None:
         raise ObscastError(f"{config_path or 'configs/default.yaml'}: no 'osse' section: nothing to simulate")
-    nature = nature_task(config)
-    obs = observations_task(config)
+    st = _local(store_of(config))
+    # Products missing from the store: run (and re-cache) even if Prefect has a cached result.
+    nature_run = nature_task if nature_stored(st, config) else nature_task.with_options(refresh_cache=True)
+    nature = nature_run(config)
+    observe = observations_task if observations_stored(st, config) else observations_task.with_options(refresh_cache=True)
+    state = observe(config, return_state=True)
+    obs = state.result()
+    if state.name == "Cached":
+        obs = {**obs, "status": "unchanged"}
     return {"nature": nature, **obs}

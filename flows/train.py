@@ -11,14 +11,15 @@ from prefect import flow, get_run_logger
 from obscast.components.data.experiment import build_datasets, load_tables, open_target
 from obscast.components.model.card import ModelCard
 from obscast.components.store.registry import code_version, save_model
-from obscast.flows.common import load, store_of, task
+from obscast.flows.common import Progress, artifact_key, load, store_of, task
 
 
 @task(name="train-model")
 def train_task(config, epochs: int | None = None, init_state: dict | None = None, learning_rate: float | None = None,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build the experiment's datasets, train (warm-started from ``init_state`` when given), save the
-    version with its model card (``extra`` fields added to it); log every epoch."""
+    version with its model card (``extra`` fields added to it); log every epoch and show the
+    epochs done as the progress artifact ``train-<model>-progress``."""
     from obscast.components.training.workflow import is_global_zero, train_model
 
     logger = get_run_logger()
@@ -31,10 +32,15 @@ def train_task(config, epochs: int | None = None, init_state: dict | None = None
                 list(data.statistics["sources"]), f"; left out {excluded}" if excluded else "")
 
     total = epochs or config.train.epochs
+    bar = Progress(artifact_key("train", config.model.name, "progress"), f"Training {config.model.name}: epochs done of {total}",
+                   min_interval=0.0) if is_global_zero() else None
 
     def progress(rec: dict[str, Any]) -> None:
         logger.info("epoch %d/%d (rollout %d steps): train loss %.4f, validation loss %.4f, %.0f s",
                     rec["epoch"], total, rec["rollout"], rec["train_loss"], rec.get("val_loss", float("nan")), rec["seconds"])
+        if bar is not None:
+            bar.update(rec["epoch"], total, f"Training {config.model.name}: epoch {rec['epoch']} of {total}, "
+                       f"train loss {rec['train_loss']:.4f}, validation loss {rec.get('val_loss', float('nan')):.4f}")
 
     # Checkpoints beside the models on a local store; an S3 store needs train.checkpoint_dir.
     ckpt = None if "://" in config.store else str(Path(config.store) / "checkpoints" / config.model.name)

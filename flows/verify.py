@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
-
 from obscast.components.data.experiment import build_datasets, load_tables, open_target
 from obscast.components.model.forecasting import load_model
+from obscast.components.nwp.baseline import experiment_baseline
 from obscast.components.verification.metrics import scores_markdown, to_markdown
 from obscast.components.verification.plots import rmse_vs_lead_png
 from obscast.flows.common import load, publish_scores, store_of, task, write_products
+from prefect import flow, get_run_logger
 
 
 @task(name="verify-model")
@@ -21,19 +21,37 @@ def verify_task(config, version: str | None) -> dict[str, Any]:
     logger = get_run_logger()
     st = store_of(config)
     model, meta = load_model(st, config.model.name, version)
-    data = build_datasets(config, load_tables(st, config), open_target(st, config), statistics=meta["statistics"])
-    result = verify(config, model, data)
+    truth = open_target(st, config)
+    data = build_datasets(config, load_tables(st, config), truth, statistics=meta["statistics"])
+    found = experiment_baseline(st, config, truth, data.test.init_times[data.test_spinup:], run=False)
+    baselines = found[0] if found else None
+    if config.osse is not None and config.osse.nwp is not None and baselines is None:
+        logger.warning("no stored NWP baseline for this experiment: run `obscast baseline` to score it")
+    result = verify(config, model, data, baselines=baselines)
     split = config.experiment.split
     where = f"test members {split.test}" if split.by == "member" else f"the test period {split.test.start:%Y-%m-%d} to {split.test.end:%Y-%m-%d}"
     raw = result["raw"]
     channels = config.verify.channels
     scores = raw["scores"] if not channels else raw["scores"].sel(channel=channels)
     md = scores_markdown(scores, f"{meta['name']} {meta['version']}: latitude-weighted RMSE and bias on {where}")
+    if baselines:
+        first = next(iter(baselines.values()))
+        md += (f"\nNWP baselines (cycled 3D-Var, `obscast baseline`): forecasts from {first.sizes['init_time']} of the "
+               f"{raw['n_inits']} test inits (every {config.osse.nwp.every}th); `model_at_baseline_inits` is the model on those inits.\n")
     products: dict[str, Any] = {"scores.zarr": scores}
+    if "analysis_scores" in raw:
+        an = raw["analysis_scores"] if not channels else raw["analysis_scores"].sel(channel=channels)
+        md += "\n" + scores_markdown(an, "Analysis error (lead 0) against the truth", metrics=("rmse",))
+        products["analysis_scores.zarr"] = raw["analysis_scores"]
     if "station_scores" in raw:
         source = config.experiment.target.stations
         md += "\n" + scores_markdown(raw["station_scores"], f"At {raw.get('n_stations', 0)} {source} positions", metrics=("rmse",))
         products["station_scores.zarr"] = raw["station_scores"]
+        if "station_obs_scores" in raw:
+            obs_scores = raw["station_obs_scores"]
+            md += "\n" + scores_markdown(obs_scores, f"Against the {source} reports at those positions "
+                                          f"({obs_scores.attrs.get('n_reports', 0)} reports; `truth`: the observation error)", metrics=("rmse",))
+            products["station_obs_scores.zarr"] = obs_scores
     if "withheld" in result:
         md += "\n" + to_markdown(result["withheld"], f"RMSE of the model with one source withheld (every {config.verify.withhold_every}th test init)")
     png = rmse_vs_lead_png(scores, title=f"{meta['name']} {meta['version']} ({where})")

@@ -60,8 +60,8 @@ class DeploymentSpec:
 
     @property
     def module(self) -> str:
-        """Import path of the flow's module, e.g. ``flows.verify``."""
-        return self.entrypoint.split(":")[0].removesuffix(".py").replace("/", ".")
+        """Import path of the flow's module in the installed package, e.g. ``obscast.flows.verify``."""
+        return "obscast." + self.entrypoint.split(":")[0].removesuffix(".py").replace("/", ".")
 
     @property
     def function(self) -> str:
@@ -201,7 +201,7 @@ def runner_deployment(spec: DeploymentSpec, defaults: dict[str, Any] | None = No
         name=spec.name,
         schedules=[Schedule(cron=c, timezone=spec.timezone, active=not paused_schedules) for c in spec.crons],
         parameters=parameters, concurrency_limit=limit, description=spec.description, tags=spec.tags,
-        entrypoint_type=EntrypointType.MODULE_PATH,  # runs import flows.<module>: works from any directory
+        entrypoint_type=EntrypointType.MODULE_PATH,  # runs import obscast.flows.<module>: works from any directory
     )
 
 

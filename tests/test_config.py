@@ -30,11 +30,11 @@ def test_samples_config_resolves_sample_paths():
 
 def test_default_config_is_the_osse():
     """`obscast run` with no arguments runs the OSSE: simulated sources of all four WMO
-    families from the store's raw/osse, a >= 100-day spin-up, a 6 h cycle, and a test period
-    long enough for 5-day forecasts."""
+    families and satellite winds (AMV) from the store's raw/osse, a >= 100-day spin-up, a 6 h
+    cycle, and a test period long enough for 5-day forecasts."""
     config = load_config()
     assert config.osse is not None and config.osse.nature.spinup_days >= 100
-    assert {s.kind for s in config.sources.values()} == {"synop", "temp", "aircraft", "satellite"}
+    assert {s.kind for s in config.sources.values()} == {"synop", "temp", "aircraft", "satellite", "amv"}
     assert all(p.startswith("store:raw/osse/") for s in config.sources.values() for p in s.paths)
     assert config.model.step == config.ingest.window == pd.Timedelta(hours=6)
     assert config.forecast.n_steps * config.model.step == pd.Timedelta(days=5)

@@ -14,7 +14,9 @@ import pandas as pd
 
 
 #: Columns of observation tables that are coordinates or metadata, never values.
-COORDINATE_COLUMNS = ("time", "latitude", "longitude", "station_id", "pressure", "height", "channel", "surface_altitude")
+COORDINATE_COLUMNS = ("time", "latitude", "longitude", "station_id", "pressure", "height", "channel", "surface_altitude",
+                      # AMV metadata (obscast.components.obs.readers.amv.AMV_METADATA_COLUMNS)
+                      "satellite_channel_centre_frequency", "wind_computation_method", "quality_indicator")
 #: Value columns used by default per source (kind) name; other sources use every numeric
 #: non-coordinate column that is not derived (:data:`DERIVED_COLUMNS`) and not all-NaN.
 DEFAULT_VARIABLES: dict[str, tuple[str, ...]] = {

@@ -7,6 +7,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from obscast.components.store.registry import git_commit, package_version
+
 
 class ModelCard(BaseModel):
     """What a trained model version is, how it was made and on what data.
@@ -29,7 +31,14 @@ class ModelCard(BaseModel):
     step_hours : float
         Processor time step Δt in hours.
     code_version : str
-        The git commit of the code (``unknown`` outside a checkout).
+        The code in one string (:func:`obscast.components.store.registry.code_version`):
+        ``0.1.0+g<sha>`` (``.dirty`` when modified) from a git checkout, ``0.1.0`` when installed.
+    package_version : str
+        The installed obscast version, from the package metadata (``unknown`` when not
+        installed); filled in when the card is made.
+    git_commit : str or None
+        The git commit (``<sha>`` or ``<sha>-dirty``) when the code runs from a checkout, else
+        None; filled in when the card is made.
     loss_curve, validation_curve : list of float
         Per-epoch training and validation loss (normalised units).
     history : dict
@@ -47,6 +56,8 @@ class ModelCard(BaseModel):
     data: dict[str, Any]
     step_hours: float = Field(gt=0)
     code_version: str
+    package_version: str = Field(default_factory=package_version)
+    git_commit: str | None = Field(default_factory=git_commit)
     loss_curve: list[float]
     validation_curve: list[float | None] = Field(default_factory=list)
     history: dict[str, Any] = Field(default_factory=dict)

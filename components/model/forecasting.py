@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-
 from obscast.components.model.model import ObsCastModel
 from obscast.components.obs.variables import VARIABLES
 from obscast.components.store.registry import load_model_files, resolve_version
@@ -121,3 +120,23 @@ def station_forecast_dataset(
         "longitude": ("station", longitude.astype("float64"), {"standard_name": "longitude", "units": "degrees_east"}),
     }
     return xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.10", "featureType": "timeSeries", **attrs})
+
+
+def station_identifiers(table: pd.DataFrame, latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
+    """The station identifier of each station position, from a station source's reports.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Reports with ``latitude``, ``longitude`` (degrees) and ``station_id``.
+    latitude, longitude : numpy.ndarray
+        (P,) station positions, degrees; matched to the reports to 1e-4 degree.
+
+    Returns
+    -------
+    numpy.ndarray
+        (P,) object array of identifiers; ``""`` where no report stands at a position.
+    """
+    first = table.drop_duplicates(["latitude", "longitude"])
+    ids = dict(zip(zip(first["latitude"].round(4), first["longitude"].round(4)), first["station_id"]))
+    return np.array([ids.get((round(float(a), 4), round(float(b), 4)), "") for a, b in zip(latitude, longitude)], dtype=object)

@@ -322,6 +322,28 @@ class ObsCastModel(nn.Module):
             parts.append(self.background_encoder(background.to(ref_latent)))
         return self.analysis_net(self.fusion(torch.cat([t for lat, den in parts for t in (lat, torch.log1p(den))], dim=1)))
 
+    def decode_analysis(self, latent: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The gridded fields of a latent analysis (lead 0), normalised.
+
+        Parameters
+        ----------
+        latent : torch.Tensor
+            (batch, latent_channels, lat, lon), e.g. from :meth:`fuse`.
+        residual : torch.Tensor, optional
+            The input of ``residual_source`` (batch, variables, in_lat, in_lon), added as in
+            :meth:`forecast`.
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, output_variables, out_lat, out_lon).
+        """
+        grid = self.grid_decoder(latent)
+        if self.residual_source is not None and residual is not None:
+            x = residual.to(device=grid.device, dtype=grid.dtype)
+            grid = grid + self.residual_regrid(x[:, self.residual_index])[0]
+        return grid
+
     def next_background(self, analysis: torch.Tensor) -> torch.Tensor:
         """The next cycle's background from an analysis (cycling): the gridded decoder's
         anomaly after one processor step, (batch, output_variables, out_lat, out_lon), equal to

@@ -23,21 +23,23 @@ _HALF = pd.Timedelta(hours=3)
 
 #: BUFR edition-4 templates (unexpanded descriptors, WMO Table B/D of master
 #: table version 24) and section-1 data category per kind. One subset per
-#: table row, no replication (a TEMP level and a satellite channel are one
-#: subset each), so compressed multi-subset messages need no per-subset
-#: structure:
+#: table row, delayed replications of 307080 set to 0 (a TEMP level and a
+#: satellite channel are one subset each), so compressed multi-subset messages
+#: need no per-subset structure. SYNOP: WMO template 307080 (below); the other
+#: kinds:
 #: 0 01 001/0 01 002 WMO block/station number; 0 01 006 aircraft flight
 #: number; 0 01 007 satellite identifier (Common Code Table C-5); 3 01 011
 #: year, month, day; 3 01 012 hour, minute; 3 01 013 hour, minute, second;
-#: 3 01 021 latitude/longitude (high accuracy); 0 07 030 station altitude;
-#: 0 10 004 station pressure (``nonCoordinatePressure``); 0 12 004 2 m
-#: temperature (``airTemperatureAt2M``); 0 11 011/0 11 012 10 m wind
-#: direction/speed; 0 07 004 pressure; 0 07 002 height; 0 12 101
+#: 3 01 021 latitude/longitude (high accuracy); 0 07 004 pressure; 0 07 002 height; 0 12 101
 #: temperature; 0 10 008 geopotential (``nonCoordinateGeopotential``);
 #: 0 11 001/0 11 002 wind direction/speed; 0 05 042 channel number; 0 12 163
 #: brightness temperature.
 BUFR_TEMPLATES: dict[str, tuple[int, ...]] = {
-    "synop": (1001, 1002, 301011, 301012, 301021, 7030, 10004, 12004, 11011, 11012),
+    # WMO template 3 07 080 (SYNOP, TM 307080): 2 m temperature as 0 12 101 under
+    # 0 07 032 sensor height = 2 m, wind as 0 11 001/0 11 002 under sensor height = 10 m and
+    # 0 04 025 time period = -10 min (sequences 3 02 032 and 3 02 042), the qualifier layout
+    # the readers select by; every other element of the template is encoded as missing.
+    "synop": (307080,),
     "temp": (1001, 1002, 301011, 301012, 301021, 7004, 12101, 10008, 11001, 11002),
     "aircraft": (1006, 301011, 301013, 301021, 7002, 7004, 12101, 11001, 11002),
     "satellite": (1007, 301011, 301013, 301021, 5042, 12163),
@@ -51,9 +53,9 @@ _ELEMENTS: dict[str, dict[str, tuple[str, float]]] = {
     "synop": {
         "heightOfStationGroundAboveMeanSeaLevel": ("surface_altitude", 1.0),
         "nonCoordinatePressure": ("surface_air_pressure", 1.0),
-        "airTemperatureAt2M": ("air_temperature", 1.0),
-        "windDirectionAt10M": ("wind_from_direction", 1.0),
-        "windSpeedAt10M": ("wind_speed", 1.0),
+        "#1#airTemperature": ("air_temperature", 1.0),
+        "#1#windDirection": ("wind_from_direction", 1.0),
+        "#1#windSpeed": ("wind_speed", 1.0),
     },
     "temp": {
         "pressure": ("pressure", 1.0),
@@ -79,7 +81,7 @@ _ELEMENTS: dict[str, dict[str, tuple[str, float]]] = {
 #: and kind, from the Table B scales of :data:`BUFR_TEMPLATES`.
 PACKING_PRECISION: dict[str, dict[str, float]] = {
     "synop": {"latitude": 1e-5, "longitude": 1e-5, "surface_altitude": 0.1, "surface_air_pressure": 10.0,
-              "air_temperature": 0.1, "wind_from_direction": 1.0, "wind_speed": 0.1},
+              "air_temperature": 0.01, "wind_from_direction": 1.0, "wind_speed": 0.1},
     "temp": {"latitude": 1e-5, "longitude": 1e-5, "pressure": 10.0, "air_temperature": 0.01,
              "geopotential_height": 1.0 / G0, "wind_from_direction": 1.0, "wind_speed": 0.1},
     "aircraft": {"latitude": 1e-5, "longitude": 1e-5, "height": 10.0, "pressure": 10.0,
@@ -123,6 +125,34 @@ def _satellite_codes(ids: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+#: SYNOP qualifiers written (307080): (qualifier, the element it qualifies, value): the sensor
+#: height of the temperature group (2 m), of the wind group (10 m), and the wind's time period
+#: (-10 min, the standard 10-minute mean).
+_SYNOP_QUALIFIERS: tuple[tuple[str, str, float], ...] = (
+    ("heightOfSensorAboveLocalGroundOrDeckOfMarinePlatform", "airTemperature", 2.0),
+    ("heightOfSensorAboveLocalGroundOrDeckOfMarinePlatform", "windSpeed", 10.0),
+    ("timePeriod", "windSpeed", -10.0),
+)
+
+
+def _qualifier_key(handle, qualifier: str, element: str) -> str:
+    """The ranked key of the last ``qualifier`` before the first ``element`` of the message."""
+    last = None
+    it = eccodes.codes_bufr_keys_iterator_new(handle)
+    try:
+        while eccodes.codes_bufr_keys_iterator_next(it):
+            name = eccodes.codes_bufr_keys_iterator_get_name(it)
+            if name.endswith("#" + qualifier):
+                last = name
+            elif name == f"#1#{element}":
+                break
+    finally:
+        eccodes.codes_bufr_keys_iterator_delete(it)
+    if last is None:
+        raise ValueError(f"template {BUFR_TEMPLATES['synop']} has no {qualifier} before {element}")
+    return last
+
+
 def _encode(rows: pd.DataFrame, kind: str) -> bytes:
     """One compressed BUFR4 message with one subset per row."""
     n = len(rows)
@@ -139,6 +169,9 @@ def _encode(rows: pd.DataFrame, kind: str) -> bytes:
         ):
             eccodes.codes_set(h, key, value)
         eccodes.codes_set_array(h, "unexpandedDescriptors", list(BUFR_TEMPLATES[kind]))
+        if kind == "synop":
+            for qualifier, element, value in _SYNOP_QUALIFIERS:
+                eccodes.codes_set_double_array(h, _qualifier_key(h, qualifier, element), np.full(n, value))
         ids = rows["station_id"].to_numpy(dtype=object)
         if kind in ("synop", "temp"):
             block, station = _station_numbers(ids)
@@ -179,7 +212,9 @@ def write_bufr(
         :data:`obscast.components.obs.readers.bufr.COLUMNS`; only those of
         :data:`BUFR_TEMPLATES` are written: SYNOP dew point and MSLP, and
         ``eastward_wind``/``northward_wind`` of every kind, are not; the
-        readers derive ``u, v`` from speed and direction). NaN is encoded as
+        readers derive ``u, v`` from speed and direction; SYNOP uses WMO template
+        307080 with the 2 m temperature and the 10 m, 10-minute wind under their
+        sensor-height and time-period qualifiers). NaN is encoded as
         BUFR missing. ``station_id`` must be a WMO number (SYNOP, TEMP), a
         flight number of at most 8 characters (aircraft) or a satellite name
         of :data:`obscast.components.obs.readers.bufr.SATELLITE_NAMES` (or a C-5 code).

@@ -12,7 +12,18 @@ Reason codes, tested in this order; the first failing check wins
 -----------------------------------------------------------------
 ``bad_coordinates``
     ``time`` is NaT; ``latitude`` is NaN or ``|latitude| > 90``;
-    ``longitude`` is NaN or outside ``[-180, 180)``.
+    ``longitude`` is NaN or outside ``[-180, 180)``. This covers impossible
+    coordinates of real feeds: ``|longitude| > 360`` and decimal-shifted values
+    (the readers leave them un-normalised, see
+    :func:`obscast.components.obs.conversions.normalise_longitude`), and fill
+    values used as coordinates (-999, 9999, ...: all outside those ranges).
+``fill_value:<column>``
+    A value of a coordinate (``pressure``, ``height``, ``surface_altitude``) or
+    observed-variable column that is a fill value rather than a measurement:
+    one of :data:`FILL_VALUES` (-9999, 99999, -32768, 65535, ...), ``|value| >=
+    1e15`` (BUFR missing -1e100, netCDF default fill 9.97e36, 1e20), or a
+    denormal number (``0 < |value| <`` the smallest normal float32,
+    1.18e-38: bit patterns, not measurements). Columns in table order.
 ``all_missing``
     Every observed-variable column is NaN (e.g. SYNOP supplementary
     messages). Observed-variable columns are the float columns other than
@@ -25,11 +36,38 @@ Reason codes, tested in this order; the first failing check wins
     -500..20000 m), then ``surface_altitude`` (-500..9000 m), then the
     observed-variable columns in table order. Columns not in
     ``VARIABLES`` are not range-checked.
-``duplicate``
-    Same ``station_id``, ``time``, ``latitude``, ``longitude``, vertical
+``physically_impossible:<column>``
+    A value inside the gross limits that physics rules out:
+    ``air_temperature`` or ``dew_point_temperature`` above 333.15 K (60 degC;
+    the world record is 56.7 degC, WMO Weather & Climate Extremes Archive),
+    or ``dew_point_temperature`` above ``air_temperature`` by more than
+    :data:`DEW_POINT_TOLERANCE_K` (the dew point cannot exceed the temperature,
+    WMO-No. 8, Vol. I, Ch. 4; the tolerance absorbs the 0.1 K rounding of
+    reports).
+``low_quality``
+    Satellite winds (AMV): ``quality_indicator`` (percent confidence) below
+    :data:`obscast.components.obs.readers.amv.MIN_QUALITY_INDICATOR` (80 %); NaN passes.
+``station_moved``
+    Fixed land stations (tables with a ``surface_altitude`` column, i.e. SYNOP)
+    only: a report whose position is more than :data:`STATION_MOVE_KM` from
+    its station's usual position, the most frequent position (rounded to
+    0.01 degree; on a tie the first seen) of the station's reports that passed
+    the checks above. Reports without a ``station_id`` are not checked.
+``duplicate``, ``duplicate_conflict``
+    Reports of the same *report key*: ``station_id``, ``time``, the vertical
     coordinate(s) (``pressure``, ``height``) and satellite ``channel``, those
-    present (NaN equals NaN), as an earlier row that passed every other
-    check; the first is kept.
+    present (NaN equals NaN), plus ``latitude`` and ``longitude`` except for
+    fixed land stations (a ``surface_altitude`` column and a non-empty
+    ``station_id``: the identifier names the place; moving platforms and
+    satellites report many positions at one time). Among the copies that passed every other check one
+    is kept: the one with the most non-missing observed values, on a tie the
+    first in input order. The others are ``duplicate`` when equal to the kept
+    copy in every column (NaN equals NaN), ``duplicate_conflict`` when they
+    differ (e.g. a corrected report, or a station reported twice at two
+    positions).
+
+Every input row gets exactly one outcome: ``counts`` adds up, reason by reason
+plus ``accepted``, to ``total``.
 """
 
 from __future__ import annotations
@@ -44,21 +82,47 @@ from obscast.components.obs.variables import VARIABLES
 
 __all__ = [
     "COORDINATE_LIMITS",
+    "DEW_POINT_TOLERANCE_K",
+    "EXTRA_LIMITS",
+    "FILL_MAGNITUDE",
+    "FILL_VALUES",
+    "MAX_TEMPERATURE_K",
     "NON_OBSERVED_COLUMNS",
-    "QCResult",
     "REASONS",
+    "STATION_MOVE_KM",
+    "QCResult",
     "apply_qc",
     "observed_columns",
 ]
 
 LOG = logging.getLogger(__name__)
 
-#: Fixed reason codes (``out_of_range:<column>`` codes are formed per column).
-REASONS: tuple[str, ...] = ("bad_coordinates", "all_missing", "duplicate")
+#: Fixed reason codes (``fill_value:``, ``out_of_range:`` and ``physically_impossible:<column>``
+#: codes are formed per column).
+REASONS: tuple[str, ...] = ("bad_coordinates", "all_missing", "station_moved", "duplicate", "duplicate_conflict")
+
+#: Values that are fill markers, not measurements, in any unit (see the module docstring).
+FILL_VALUES: tuple[float, ...] = (-9999.0, -99999.0, -999999.0, 99999.0, 999999.0, -32767.0, -32768.0, 65535.0,
+                                  2147483647.0, -2147483648.0)
+#: Smallest magnitude that is a fill value whatever the unit.
+FILL_MAGNITUDE: float = 1e15
+#: Upper limit of air and dew-point temperature [K]: 60 degC.
+MAX_TEMPERATURE_K: float = 333.15
+#: How far the dew point may exceed the air temperature [K] before it is impossible (rounding).
+DEW_POINT_TOLERANCE_K: float = 0.2
+#: Distance [km] from its usual position beyond which a fixed station's report is ``station_moved``.
+STATION_MOVE_KM: float = 10.0
+#: Gross limits of columns that :data:`VARIABLES` does not list (visibility: WMO-No. 8, Vol. I, Ch. 9).
+EXTRA_LIMITS: dict[str, tuple[float, float]] = {"visibility_in_air": (0.0, 100000.0)}
+
+_EARTH_RADIUS_KM = 6371.0
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 #: Columns that are never observed variables.
 NON_OBSERVED_COLUMNS: frozenset[str] = frozenset(
-    {"time", "latitude", "longitude", "station_id", "pressure", "height", "surface_altitude", "channel", "qc"}
+    {"time", "latitude", "longitude", "station_id", "pressure", "height", "surface_altitude", "channel", "qc",
+     # AMV metadata (obscast.components.obs.readers.amv.AMV_METADATA_COLUMNS)
+     "satellite_channel_centre_frequency", "wind_computation_method", "quality_indicator"}
 )
 
 #: Range-checked non-observed columns -> the VARIABLES entry giving the limits.
@@ -87,9 +151,10 @@ class QCResult:
         columns unchanged plus ``reason`` (object dtype, a reason code of
         the module docstring). Input index labels and order kept.
     counts : dict of str to int
-        Rows per reason code (``bad_coordinates``, ``all_missing`` and
-        ``duplicate`` always present, ``out_of_range:<column>`` when it
-        occurs), plus ``accepted`` and ``total``; the reason counts and
+        Rows per reason code (those of :data:`REASONS` always present, the
+        per-column codes ``fill_value:``, ``out_of_range:`` and
+        ``physically_impossible:<column>`` when they occur), plus
+        ``accepted`` and ``total``; the reason counts and
         ``accepted`` add up to ``total``.
     kind : str
         The ``kind`` given to :func:`apply_qc`.
@@ -125,6 +190,52 @@ def observed_columns(table: pd.DataFrame) -> list[str]:
 
 def _values(table: pd.DataFrame, column: str) -> np.ndarray:
     return table[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _moved(station: np.ndarray, lat: np.ndarray, lon: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Rows of ``mask`` farther than :data:`STATION_MOVE_KM` from their station's usual position."""
+    idx = np.flatnonzero(mask)
+    frame = pd.DataFrame({"station": station[idx], "lat": np.round(lat[idx], 2), "lon": np.round(lon[idx], 2)})
+    counts = frame.groupby(["station", "lat", "lon"], sort=False).size().rename("n").reset_index()
+    usual = counts.sort_values("n", ascending=False, kind="stable").drop_duplicates("station")  # first seen on ties
+    ref = frame[["station"]].merge(usual, on="station", how="left")
+    phi1, phi2 = np.deg2rad(lat[idx]), np.deg2rad(ref["lat"].to_numpy(np.float64))
+    dlam = np.deg2rad(lon[idx] - ref["lon"].to_numpy(np.float64))
+    # great-circle distance (spherical law of cosines, clipped for rounding)
+    cos_d = np.clip(np.sin(phi1) * np.sin(phi2) + np.cos(phi1) * np.cos(phi2) * np.cos(dlam), -1.0, 1.0)
+    out = np.zeros(len(mask), dtype=bool)
+    out[idx] = _EARTH_RADIUS_KM * np.arccos(cos_d) > STATION_MOVE_KM
+    return out
+
+
+def _duplicates(table: pd.DataFrame, observed: list[str], fixed: np.ndarray, pending: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(exact, conflict)`` masks of the non-kept copies among the ``pending`` rows (module docstring)."""
+    n = len(table)
+    idx = np.flatnonzero(pending)
+    sub = table.iloc[idx]
+    keys = ["station_id", "time"] + [c for c in ("pressure", "height", "channel") if c in table.columns]
+    key_frame = sub[keys].copy()
+    key_frame["_lat"] = np.where(fixed[idx], np.nan, sub["latitude"].to_numpy(np.float64))
+    key_frame["_lon"] = np.where(fixed[idx], np.nan, sub["longitude"].to_numpy(np.float64))
+    group = key_frame.groupby(list(key_frame.columns), sort=False, dropna=False).ngroup().to_numpy()
+    exact, conflict = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    sizes = np.bincount(group)
+    if (sizes < 2).all():
+        return exact, conflict
+    filled = (np.column_stack([~np.isnan(_values(sub, c)) for c in observed]).sum(axis=1)
+              if observed else np.zeros(len(idx), dtype=np.int64))
+    # kept copy per group: most observed values, then the first in input order
+    order = np.lexsort((np.arange(len(idx)), -filled, group))
+    kept_pos = order[np.r_[True, group[order][1:] != group[order][:-1]]]
+    kept = np.zeros(len(idx), dtype=bool)
+    kept[kept_pos] = True
+    hashes = pd.util.hash_pandas_object(sub, index=False).to_numpy()
+    kept_hash = np.empty(sizes.size, dtype=hashes.dtype)
+    kept_hash[group[kept_pos]] = hashes[kept_pos]
+    same = hashes == kept_hash[group]
+    exact[idx] = ~kept & same
+    conflict[idx] = ~kept & ~same
+    return exact, conflict
 
 
 def apply_qc(table: pd.DataFrame, kind: str, source: str | None = None) -> QCResult:
@@ -176,8 +287,15 @@ def apply_qc(table: pd.DataFrame, kind: str, source: str | None = None) -> QCRes
         bad = np.isnat(time) | ~(np.abs(lat) <= 90.0) | ~((lon >= -180.0) & (lon < 180.0))
     flag(bad, "bad_coordinates")
 
-    # 2. completeness
+    # 1b. fill values and denormals in coordinates and observed variables
     observed = observed_columns(table)
+    for column in [c for c in COORDINATE_LIMITS if c in table.columns] + observed:
+        v = np.abs(_values(table, column))
+        with np.errstate(invalid="ignore"):
+            fill = np.isin(-v, FILL_VALUES) | np.isin(v, FILL_VALUES) | (v >= FILL_MAGNITUDE) | ((v > 0) & (v < _FLOAT32_TINY))
+        flag(fill, f"fill_value:{column}")
+
+    # 2. completeness
     if observed:
         all_nan = np.all(np.isnan(np.column_stack([_values(table, c) for c in observed])), axis=1)
     else:
@@ -186,19 +304,44 @@ def apply_qc(table: pd.DataFrame, kind: str, source: str | None = None) -> QCRes
 
     # 3. gross limits: coordinates first, then observed variables in order
     checked = [c for c in COORDINATE_LIMITS if c in table.columns]
-    checked += [c for c in observed if c in VARIABLES]
+    checked += [c for c in observed if c in VARIABLES or c in EXTRA_LIMITS]
     for column in checked:
-        limits = VARIABLES[COORDINATE_LIMITS.get(column, column)]
+        if column in EXTRA_LIMITS:
+            low, high = EXTRA_LIMITS[column]
+        else:
+            limits = VARIABLES[COORDINATE_LIMITS.get(column, column)]
+            low, high = limits.valid_min, limits.valid_max
         v = _values(table, column)
         with np.errstate(invalid="ignore"):
-            flag((v < limits.valid_min) | (v > limits.valid_max), f"out_of_range:{column}")
+            flag((v < low) | (v > high), f"out_of_range:{column}")
+
+    # 3a. physically impossible values inside the gross limits
+    temperature = _values(table, "air_temperature") if "air_temperature" in table.columns else np.full(n, np.nan)
+    with np.errstate(invalid="ignore"):
+        flag(temperature > MAX_TEMPERATURE_K, "physically_impossible:air_temperature")
+        if "dew_point_temperature" in table.columns:
+            dew = _values(table, "dew_point_temperature")
+            flag((dew > MAX_TEMPERATURE_K) | (dew > temperature + DEW_POINT_TOLERANCE_K),
+                 "physically_impossible:dew_point_temperature")
+
+    # 3b. satellite winds: quality indicator below the threshold (NaN passes)
+    if "quality_indicator" in table.columns:
+        from obscast.components.obs.readers.amv import MIN_QUALITY_INDICATOR
+
+        with np.errstate(invalid="ignore"):
+            flag(_values(table, "quality_indicator") < MIN_QUALITY_INDICATOR, "low_quality")
+
+    station = table["station_id"].astype(str).str.strip().to_numpy(dtype=object)
+    fixed = ("surface_altitude" in table.columns) & (station != "")
+    # 3c. fixed stations reported away from their usual position
+    if fixed.any() and pending.any():
+        flag(_moved(station, lat, lon, fixed & pending), "station_moved")
 
     # 4. duplicates among the rows still accepted
-    keys = list(_REQUIRED) + [c for c in ("pressure", "height", "channel") if c in table.columns]
-    dup = np.zeros(n, dtype=bool)
     if pending.any():
-        dup[pending] = table.loc[pending, keys].duplicated(keep="first").to_numpy()
-    flag(dup, "duplicate")
+        exact, conflict = _duplicates(table, observed, fixed, pending)
+        flag(exact, "duplicate")
+        flag(conflict, "duplicate_conflict")
 
     ok = pending
     accepted = table.loc[ok].copy()

@@ -117,6 +117,8 @@ VARIABLES: dict[str, Variable] = _table(
         "wind_from_direction", "degree", 0.0, 360.0,
         "Direction the wind blows from, clockwise from true north",
     ),
+    # u, v of every wind report: SYNOP (10 m), TEMP and aircraft (at a pressure), and satellite
+    # winds (AMV, components/obs/readers/amv.py) at the pressure of the tracked feature.
     Variable("eastward_wind", "m s-1", -150.0, 150.0, "Eastward wind component"),
     Variable("northward_wind", "m s-1", -150.0, 150.0, "Northward wind component"),
     # -5000..400000 m2 s-2 is -510..40,790 gpm: 1000 hPa below sea level in

@@ -33,6 +33,7 @@ _ERROR_VARIABLES: dict[str, tuple[str, ...]] = {
     "temp": ("air_temperature", "geopotential_height", "wind_speed"),
     "aircraft": ("air_temperature", "wind_speed"),
     "satellite": ("brightness_temperature",),
+    "amv": ("wind_speed",),  # satellite winds (components/osse/amv.py), simulated on request
 }
 
 
@@ -98,7 +99,7 @@ class ErrorModel(BaseModel):
 
 
 def _rng(seed: int, kind: str, t: int) -> np.random.Generator:
-    return np.random.default_rng([seed, KINDS.index(kind), t])
+    return np.random.default_rng([seed, (KINDS + ("amv",)).index(kind), t])
 
 
 def _gross_value(rng: np.random.Generator, name: str, n: int) -> np.ndarray:

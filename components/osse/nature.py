@@ -66,6 +66,7 @@ __all__ = [
     "NatureRunConfig",
     "ProgressCallback",
     "config_hash",
+    "load_states",
     "run_nature",
 ]
 
@@ -73,7 +74,7 @@ logger = logging.getLogger(__name__)
 
 #: Bump when the numerics or the store layout change, so cached stores made by
 #: older code are regenerated (it enters :func:`config_hash`).
-NATURE_SCHEMA_VERSION = 1
+NATURE_SCHEMA_VERSION = 2
 
 #: Gaussian grid (n_latitude, n_longitude) of each supported triangular
 #: truncation, as built by ``dinosaur.spherical_harmonic.Grid.T<N>()``
@@ -122,6 +123,11 @@ class NatureRunConfig(BaseModel):
         snapshots, the first one being the state at the end of spin-up.
     output_interval_hours : int
         Interval between stored snapshots, hours.
+    state_interval_hours : int
+        Interval between the full model states (spectral, every layer) kept in the store's
+        ``states`` group (:func:`load_states`), hours; a multiple of ``output_interval_hours``.
+        The classical NWP baseline (:mod:`obscast.components.nwp`) starts its forecasts and
+        estimates its background-error covariance from them. About 0.46 MB per state at T42.
     seed : int
         Seed of the JAX PRNG key that places the initial surface-pressure
         perturbation (different seeds give different weather).
@@ -139,6 +145,7 @@ class NatureRunConfig(BaseModel):
     spinup_days: float = Field(default=120.0, ge=0.0)
     length_days: float = Field(default=60.0, gt=0.0)
     output_interval_hours: PositiveInt = 6
+    state_interval_hours: PositiveInt = 24
     seed: int = 0
     start_time: datetime = datetime(2000, 1, 1, 0, 0)
 
@@ -166,6 +173,11 @@ class NatureRunConfig(BaseModel):
         if not _is_integer(interval_min / self.dt_minutes):
             raise ValueError(
                 f"dt_minutes={self.dt_minutes} must divide output_interval_hours*60={interval_min:g}"
+            )
+        if self.state_interval_hours % self.output_interval_hours:
+            raise ValueError(
+                f"state_interval_hours={self.state_interval_hours} must be a multiple of "
+                f"output_interval_hours={self.output_interval_hours}"
             )
         for name in ("spinup_days", "length_days"):
             n = getattr(self, name) * 24.0 / self.output_interval_hours
@@ -431,12 +443,17 @@ def _generate(
     attrs = _store_attrs(cfg, digest)
     diag = model["initial_diagnostics"](state)  # snapshot 0 = end of spin-up
     buffer: list[dict[str, np.ndarray]] = []
+    states: dict[str, list[np.ndarray]] = {name: [] for name in STATE_FIELDS}
+    state_every = cfg.state_interval_hours // cfg.output_interval_hours
     written = 0
     t1 = _time.perf_counter()
     for k in range(n):
         if k > 0:
             state, diag = advance(state)
         buffer.append(to_si(diag, scales_, lat_order))
+        if k % state_every == 0:
+            for name in STATE_FIELDS:
+                states[name].append(np.asarray(getattr(state, name), dtype=np.float32))
         if len(buffer) == _BLOCK_SNAPSHOTS or k == n - 1:
             fields = {name: np.stack([b[name] for b in buffer]) for name in _VAR_ATTRS}
             bad = [name for name, arr in fields.items() if not np.all(np.isfinite(arr))]
@@ -464,7 +481,53 @@ def _generate(
         _time.perf_counter() - t1,
     )
     group = zarr.open_group(store_path, mode="r+")
+    sub = group.create_group("states", overwrite=True)
+    sub.attrs.update({
+        "comment": "full dinosaur model states (nondimensional spectral coefficients, every sigma layer), "
+        "to restart the dycore; see obscast.components.osse.nature.load_states",
+        "truncation": cfg.truncation,
+    })
+    sub.create_array("time", data=times[::state_every].astype("datetime64[ns]").astype(np.int64))
+    for name in STATE_FIELDS:
+        sub.create_array(name, data=np.stack(states[name]))
     group.attrs["complete"] = True
+
+
+#: Fields of dinosaur's ``primitive_equations.State`` kept in the ``states`` group, each
+#: (n_states, n_layers or 1, n_modal_m, n_modal_l) float32.
+STATE_FIELDS = ("vorticity", "divergence", "temperature_variation", "log_surface_pressure")
+
+
+def load_states(store_path: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The full model states a nature run keeps every ``state_interval_hours``.
+
+    Parameters
+    ----------
+    store_path : str or zarr store
+        A store written by :func:`run_nature` (a path, or a zarr store object such as
+        :meth:`obscast.components.store.storage.Store.zarr_store`).
+
+    Returns
+    -------
+    times : numpy.ndarray
+        ``datetime64[ns]``, shape (n_states,): valid times (a subset of the snapshot times).
+    fields : dict
+        :data:`STATE_FIELDS` -> (n_states, n_layers, M, L) float32 nondimensional modal
+        (spectral) coefficients in dinosaur's layout; ``log_surface_pressure`` has one layer.
+
+    Raises
+    ------
+    KeyError
+        If the store has no ``states`` group (written by code before schema version 2).
+    """
+    import zarr
+
+    group = zarr.open_group(os.fspath(store_path) if isinstance(store_path, (str, os.PathLike)) else store_path, mode="r")
+    if "states" not in group:
+        raise KeyError(f"{store_path}: the nature run has no 'states' group; re-run it (schema version {NATURE_SCHEMA_VERSION})")
+    sub = group["states"]
+    times = np.asarray(sub["time"][:]).astype("datetime64[ns]")
+    return times, {name: np.asarray(sub[name][:]) for name in STATE_FIELDS}
 
 
 def run_nature(cfg: NatureRunConfig, store_path: str, progress: ProgressCallback | None = None) -> str:

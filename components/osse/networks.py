@@ -53,7 +53,8 @@ __all__ = [
     "load_networks",
 ]
 
-#: Where the network CSV files live in the repository.
+#: Where the network CSV files live: ``data/networks`` of the repository, or of the installed
+#: ``obscast`` package (package data, pyproject.toml).
 DEFAULT_DIR: Path = Path(__file__).resolve().parents[2] / "data" / "networks"
 
 #: Network name -> CSV file name.
@@ -213,7 +214,7 @@ def extract_networks(samples_dir: str | os.PathLike[str], out_dir: str | os.Path
     return written
 
 
-def load_networks(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, pd.DataFrame]:  # noqa: A002
+def load_networks(dir: str | os.PathLike[str] = DEFAULT_DIR, *, amv: bool = False) -> dict[str, pd.DataFrame]:  # noqa: A002
     """Load the network CSV files.
 
     Parameters
@@ -221,6 +222,9 @@ def load_networks(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, pd.Dat
     dir : str or os.PathLike, optional
         Directory holding the files of :data:`NETWORK_FILES` (default
         :data:`DEFAULT_DIR`, the repository's ``data/networks``).
+    amv : bool, optional
+        Also load the satellite-wind targets ``amv_targets.csv`` as ``"amv"``
+        (:func:`obscast.components.osse.amv.load_amv_targets`).
 
     Returns
     -------
@@ -251,4 +255,8 @@ def load_networks(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, pd.Dat
         for c, t in dtypes.items():
             table[c] = table[c].astype(object) if t is str else table[c].astype(np.float64)
         out[name] = table
+    if amv:
+        from obscast.components.osse.amv import AMV_KIND, load_amv_targets
+
+        out[AMV_KIND] = load_amv_targets(base)
     return out

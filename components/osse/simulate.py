@@ -75,6 +75,9 @@ in log p, hypsometric equation) and reported as geopotential height
     the column (a linearised radiative transfer with fixed weighting
     functions, no surface or humidity contribution). Nature time as for
     aircraft. ``station_id`` is ``"metop-a"``.
+``amv`` (only when asked for in ``kinds``)
+    Satellite winds of five geostationary imagers at every nature time, ``u, v`` at the
+    target's pressure: see :mod:`obscast.components.osse.amv`.
 
 Error model (:class:`ErrorModel`)
 ---------------------------------
@@ -111,6 +114,7 @@ import pandas as pd
 from obscast.components.obs.conversions import normalise_longitude, wind_speed_direction
 from obscast.components.obs.readers.bufr import COLUMNS
 from obscast.components.obs.variables import geopotential_to_height
+from obscast.components.osse.amv import AMV_KIND, amv_table, design_amv, truth_amv
 from obscast.components.osse.errors import _ERROR_VARIABLES, GROSS_OFFSETS, KINDS, ErrorModel, _drop_missing, _observe, _rng
 from obscast.components.osse.operators import CHANNEL_WIDTH, _Horizontal, _Nature, _period, _vertical, brightness_weights
 
@@ -304,6 +308,8 @@ def _truth_group(
     kind: str, design: pd.DataFrame, nature: _Nature, t: int
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Truth of the observed variables for a group's design rows (rows may be dropped)."""
+    if kind == AMV_KIND:
+        return truth_amv(design, nature, t)
     f = nature.fields(t)
     h = _Horizontal.at(nature.lat, nature.lon, design["latitude"].to_numpy(), design["longitude"].to_numpy())
     if kind == "synop":
@@ -347,6 +353,8 @@ def _truth_group(
 
 def _table(kind: str, design: pd.DataFrame, values: dict[str, np.ndarray]) -> pd.DataFrame:
     """An observation table of ``kind`` (COLUMNS order, reader dtypes) from design + values."""
+    if kind == AMV_KIND:
+        return amv_table(design, values)
     n = len(design)
     cols: dict[str, Any] = {
         "time": design["time"].to_numpy(dtype="datetime64[ns]"),
@@ -434,8 +442,8 @@ def simulate_observations(
     """
     em = error_model or ErrorModel()
     for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}; expected some of {KINDS}")
+        if kind not in KINDS + (AMV_KIND,):
+            raise ValueError(f"unknown kind {kind!r}; expected some of {KINDS + (AMV_KIND,)}")
     nat = _Nature(nature)
     periods = _period(nat, start, end)
 
@@ -463,6 +471,9 @@ def simulate_observations(
         replay["_report"] = np.arange(len(replay))
         for t, d in replay.groupby("_t", sort=True):
             groups["satellite"][int(t)] = d.drop(columns="_t").reset_index(drop=True)
+    if AMV_KIND in kinds:  # satellite winds: components/osse/amv.py
+        for t in periods:
+            groups[AMV_KIND][t] = design_amv(networks[AMV_KIND], nat, t)
 
     result = SimulatedObservations({}, {}, {})
     for kind in kinds:
@@ -478,7 +489,7 @@ def simulate_observations(
                 continue
             n_design = len(design)
             design, truth = _truth_group(kind, design, nat, int(t))
-            if kind == "aircraft":
+            if kind in ("aircraft", AMV_KIND):
                 n_unobservable += n_design - len(design)
             if not len(design):
                 continue

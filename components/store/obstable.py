@@ -61,6 +61,17 @@ def split_windows(table: pd.DataFrame, window: pd.Timedelta) -> dict[str, pd.Dat
     return out
 
 
+def _strings(col: pd.Series) -> list[str]:
+    """A text column's values as ``str``: ``""`` where missing (``pd.isna``), ``str(v)`` elsewhere
+    (missing values found in one vectorised pass)."""
+    values = col.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    if missing.any():
+        values = values.copy()
+        values[missing] = ""
+    return [v if type(v) is str else str(v) for v in values]
+
+
 def table_digest(table: pd.DataFrame) -> str:
     """SHA-256 of a table's columns, names and values (row order matters)."""
     h = hashlib.sha256()
@@ -68,7 +79,7 @@ def table_digest(table: pd.DataFrame) -> str:
         h.update(name.encode())
         col = table[name]
         if col.dtype == object or str(col.dtype).startswith(("string", "str")):
-            h.update("\x1f".join("" if pd.isna(v) else str(v) for v in col).encode())
+            h.update("\x1f".join(_strings(col)).encode())
         else:
             h.update(np.ascontiguousarray(col.to_numpy()).tobytes())
     return h.hexdigest()
@@ -267,7 +278,7 @@ def _to_dataset(rows: pd.DataFrame) -> xr.Dataset:
     for name in rows.columns:
         col = rows[name]
         if col.dtype == object or str(col.dtype).startswith(("string", "str")):
-            values = np.array(["" if pd.isna(v) else str(v) for v in col], dtype=object)
+            values = np.array(_strings(col), dtype=object)
         else:
             values = col.to_numpy()
         data[name] = ("row", values)

@@ -117,14 +117,16 @@ class Store:
 
 
 def expand_paths(patterns: list[str], store: Store) -> list[str]:
-    """Expand a source's file list: glob patterns, and ``store:<path>`` inside a local store.
+    """Expand a source's file list: glob patterns, and ``store:<path>`` inside the store.
 
-    Plain paths are returned as they are (a missing file is reported by its reader).
+    Plain paths are returned as they are (a missing file is reported by its reader). ``s3://``
+    patterns, and ``store:`` paths of a store on S3, are fetched into a local cache
+    (:func:`obscast.components.obs.readers.access.s3_files`) and their cached copies returned.
 
     Raises
     ------
     InputError
-        If a pattern matches no file, or ``store:`` is used with a remote store.
+        If a pattern matches no file or object.
     """
     import glob
 
@@ -132,6 +134,11 @@ def expand_paths(patterns: list[str], store: Store) -> list[str]:
 
     out: list[str] = []
     for pattern in patterns:
+        if pattern.startswith("s3://") or (pattern.startswith("store:") and not store.is_local):
+            from obscast.components.obs.readers.access import s3_files
+
+            out.extend(s3_files(pattern, store))
+            continue
         path = pattern
         if pattern.startswith("store:"):
             if not store.is_local:

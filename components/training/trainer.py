@@ -233,7 +233,7 @@ def _batch_loss(
     grid_loss = ((out["grid"] - targets) ** 2 * weights).mean()
     loss, st = grid_loss, 0.0
     if analysis_weight > 0:
-        analysis = model.grid_decoder(latent) + model.residual_regrid(static[:, model.residual_index])[0]
+        analysis = model.decode_analysis(latent, static)
         init = data.initial_truth(list(indices)).to(device)
         loss = loss + analysis_weight * ((analysis - init) ** 2 * weights[:, 0]).mean()
     if points is not None:

@@ -29,7 +29,7 @@ from obscast.components.data.obs import ObsWindowDataset, collate_obs
 from obscast.components.model.model import ObsCastModel
 from obscast.components.training.trainer import FeatureCache, cycle_analyses, train_network
 from obscast.components.model.assembly import build_model_args
-from obscast.components.verification.evaluate import evaluate, gridpoint_climatology
+from obscast.components.verification.evaluate import evaluate, gridpoint_climatology, station_observations
 
 
 def is_global_zero() -> bool:
@@ -141,7 +141,8 @@ def _table(result: dict[str, Any], key: str, systems: dict[str, str], channels: 
     return pd.DataFrame(rows).set_index(["channel", "lead_time"])
 
 
-def verify(config: Config, model: ObsCastModel, data: ExperimentData, cache=None, withhold: bool = True) -> dict[str, Any]:
+def verify(config: Config, model: ObsCastModel, data: ExperimentData, cache=None, withhold: bool = True,
+           baselines: dict[str, xr.Dataset] | None = None) -> dict[str, Any]:
     """Scores on the test split: gridded (model, persistence, climatology), stations, and per withheld source.
 
     Returns
@@ -150,7 +151,9 @@ def verify(config: Config, model: ObsCastModel, data: ExperimentData, cache=None
         ``gridded``: DataFrame (channel, lead) x systems; ``stations``: DataFrame (channel, lead)
         x (decoder, interpolated) (when the target has stations); ``withheld``: DataFrame
         (channel, lead) x sources with the model's RMSE when that source is left out (every
-        ``verify.withhold_every``-th test init; not when 0); ``raw``: the :func:`evaluate` output.
+        ``verify.withhold_every``-th test init; not when 0); ``raw``: the :func:`evaluate` output
+        (with ``baselines``, e.g. the NWP twins of :func:`obscast.components.nwp.baseline.experiment_baseline`,
+        scored beside the model; with a station source, station scores against its reports too).
 
     A cycling model runs the analysis cycle through the test split after
     ``data.test_spinup`` spin-up windows; withholding a source hides it in every cycle.
@@ -163,11 +166,18 @@ def verify(config: Config, model: ObsCastModel, data: ExperimentData, cache=None
         cache = FeatureCache(model, [data.test])
     spinup = data.test_spinup
     n_steps = config.forecast.n_steps
+    observations = None
+    station_source = config.experiment.target.stations
+    if station_source in data.tables and len(data.test.station_latitude):
+        test = data.test
+        valid = pd.DatetimeIndex(sorted({t + k * test.step for t in test.init_times[spinup:] for k in range(n_steps + 1)}))
+        observations = station_observations(data.tables[station_source], test.station_latitude.numpy(), test.station_longitude.numpy(),
+                                            test.station_channels, valid)
     result = evaluate(model, data.test, n_steps, climatology=clim, cache=cache, max_stations=v.max_stations,
-                      device=config.train.device, spinup=spinup)
+                      device=config.train.device, spinup=spinup, baselines=baselines, observations=observations)
     out: dict[str, Any] = {
         "raw": result,
-        "gridded": _table(result, "rmse", {"model": "model", "persistence": "persistence", "climatology": "climatology"}, channels),
+        "gridded": _table(result, "rmse", {k: k for k in result["rmse"]}, channels),
     }
     if "station_rmse" in result:
         out["stations"] = _table(result, "station_rmse", {"decoder": "station_decoder", "interpolated": "gridded_interpolated"})

@@ -16,6 +16,8 @@ import xarray as xr
 STYLE = {
     "model": ("C0", "-o"), "persistence": ("C1", "--s"), "climatology": ("C2", ":^"),
     "station_decoder": ("C3", "-d"), "gridded_interpolated": ("C4", "-.v"),
+    "nwp_identical_twin": ("C5", "-P"), "nwp_fraternal_twin": ("C6", "-X"), "model_at_baseline_inits": ("C0", ":o"),
+    "truth": ("C7", ":"),
 }
 
 

@@ -1,5 +1,6 @@
 """The backfill flow (flows/backfill.py) on small real BUFR files: windows, skips, statuses,
-errors, the Dask path and two backfills at once on one store.
+errors, the Dask paths (a local cluster, and an existing scheduler with two workers started
+here) and two backfills at once on one store.
 
 The data: three daily SYNOP BUFR files written with obscast's BUFR writer (150 stations every
 3 hours, 2000-01-01 to 2000-01-03, every 97th temperature a gross error), i.e. 13 six-hour
@@ -13,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +193,11 @@ def test_range_without_data(data, prefect_api, tmp_path):
     (["--start", "yesterday"], "obscast: error: --start: expected a UTC time in ISO 8601, e.g. 2000-01-01T06:00, found 'yesterday'"),
     (["--end", "1999-12-31T00:00"], "obscast: error: --end: expected a time after --start 1999-12-31T18:00:00, found 1999-12-31T00:00:00"),
     (["--workers", "0"], "obscast: error: --workers: expected 1 or more worker processes, found 0"),
+    (["--address", "localhost"], ("obscast: error: --address (or ingest.dask_address): expected a Dask scheduler address "
+                                  "[protocol://]host:port, e.g. tcp://10.0.0.5:8786, found 'localhost'")),
+    (["--workers", "2", "--address", "tcp://127.0.0.1:8786"],
+     ("obscast: error: --workers: 2 local worker processes were asked for, but the windows go to the Dask scheduler "
+      "tcp://127.0.0.1:8786 (--address or ingest.dask_address): give one of the two")),
 ])
 def test_bad_arguments_give_one_line_errors(data, tmp_path, capsys, args, message):
     from obscast.flows.cli import main
@@ -234,3 +241,78 @@ def test_two_backfills_at_once_over_overlapping_ranges(clean, data, prefect_api,
         statuses = {r["windows"][key]["status"] for r in results}
         assert "written" in statuses and statuses <= {"written", "unchanged", "skipped"}, (key, statuses)
     assert_same_store(Store(store), Store(str(clean[0])), same_layout=False)
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    """A real Dask scheduler and two workers (one thread each) on loopback, as separate processes
+    of this virtual environment (so the workers import obscast); yields the scheduler address."""
+    dask = str(Path(sys.executable).with_name("dask"))
+    info = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    logs = [open(tmp_path / f"dask-{i}.log", "w") for i in range(3)]
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+                              cwd=tmp_path, env=env, stdout=logs[0], stderr=subprocess.STDOUT)]
+    try:
+        deadline = time.monotonic() + 120
+        while not info.exists() or not info.read_text().strip():
+            assert procs[0].poll() is None and time.monotonic() < deadline, (tmp_path / "dask-0.log").read_text()
+            time.sleep(0.2)
+        time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        for i in (1, 2):
+            procs.append(subprocess.Popen([dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard",
+                                           "--name", f"obscast-test-{i}"], cwd=tmp_path, env=env, stdout=logs[i], stderr=subprocess.STDOUT))
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()
+
+
+def test_backfill_on_an_existing_dask_scheduler(clean, data, prefect_api, dask_cluster, tmp_path, capsys):
+    from distributed import Client, get_task_stream
+
+    from obscast.flows.cli import main
+
+    _, config = data
+    store = tmp_path / "s"
+    with Client(dask_cluster, timeout=60) as client:
+        workers = set(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        with get_task_stream(client=client) as stream:
+            status = main(backfill_cmd(config, str(store))[1:] + ["--address", dask_cluster, "--json"])
+        out = capsys.readouterr().out
+        assert status == 0, out
+        result = json.loads(out)
+        assert result["engine"] == f"Dask scheduler {dask_cluster}" and result["counts"]["written"] == N_WINDOWS
+        # The three files were decoded by tasks on the scheduler's workers, not in this process.
+        ran = [t for t in stream.data if t.get("worker")]
+        assert len(ran) >= 3, stream.data
+        assert {t["worker"] for t in ran} <= workers
+        assert len(client.scheduler_info()["workers"]) == 2
+    assert result["scanned"] == 3
+    assert_same_store(Store(str(store)), Store(str(clean[0])))
+
+
+def test_dask_address_from_the_configuration(data, tmp_path):
+    from obscast.components.config import load_config
+    from obscast.flows.backfill import resolve_address
+
+    _, config = data
+    path = tmp_path / "with-address.yaml"
+    path.write_text(config.read_text().replace("ingest: {", "ingest: {dask_address: 'tcp://10.0.0.5:8786', "))
+    loaded = load_config(path)
+    assert resolve_address(loaded, None) == "tcp://10.0.0.5:8786"
+    assert resolve_address(loaded, "tcp://127.0.0.1:9000") == "tcp://127.0.0.1:9000"
+    assert resolve_address(load_config(config), None) is None

@@ -131,3 +131,77 @@ def test_s3_server_killed_mid_write_and_restarted(prefect_api, tmp_path_factory,
             assert result["counts"]["skipped"] == committed and result["counts"]["written"] == N_WINDOWS - committed
             assert uncommitted_rows(store) == 0
             assert_same_store(store, Store(str(clean_store)))
+
+
+# ------------------------------------------------------------------------------------------
+# A bad file never blocks a feed: empty and truncated files among good ones
+# ------------------------------------------------------------------------------------------
+from pathlib import Path
+
+import pandas as pd
+
+from obscast.components.errors import InputError
+
+SAMPLES = Path(__file__).resolve().parents[2] / "data" / "samples"
+GOOD = ["synop-307080-307086-307096.bufr", "synop-307086.bufr"]
+
+
+def _feed(tmp_path: Path) -> list[str]:
+    """An hourly-feed-like directory: a good file, an empty one, a truncated one, a good one."""
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    (feed / "a.bufr").write_bytes((SAMPLES / GOOD[0]).read_bytes())
+    (feed / "b_empty.bufr").write_bytes(b"")
+    data = (SAMPLES / "synop-dwd-national-10min.bufr").read_bytes()
+    (feed / "c_truncated.bufr").write_bytes(data[: len(data) // 2])  # ends inside a message
+    (feed / "d.bufr").write_bytes((SAMPLES / GOOD[1]).read_bytes())
+    return [str(feed / n) for n in ("a.bufr", "b_empty.bufr", "c_truncated.bufr", "d.bufr")]
+
+
+def test_read_tolerant_quarantines_undecodable_files(tmp_path):
+    from obscast.components.obs.readers.bufr import read_observations
+    from obscast.components.store.catalogue import read_tolerant
+
+    paths = _feed(tmp_path)
+    table, bad = read_tolerant("synop", paths)
+    expected = pd.concat([read_observations("synop", paths[0]), read_observations("synop", paths[3])], ignore_index=True)
+    pd.testing.assert_frame_equal(table, expected)
+    assert [b["path"] for b in bad] == paths[1:3]
+    assert "no decodable message" in bad[0]["reason"] and bad[0]["reason"].startswith(paths[1])
+    assert "a complete BUFR message" in bad[1]["reason"] and bad[1]["field"] == "BUFR message"
+    with pytest.raises(InputError, match="b_empty.bufr"):
+        read_tolerant("synop", paths, strict=True)  # fail-fast on the first bad file
+    with pytest.raises(InputError, match="field 'file'"):
+        read_tolerant("synop", paths + [str(tmp_path / "nowhere.bufr")])  # a missing file is no bad file
+    with pytest.raises(InputError, match="b_empty.bufr"):
+        read_tolerant("synop", paths[1:3])  # nothing readable: the source fails
+
+
+def test_ingest_stores_good_files_and_quarantines_bad_ones(prefect_api, tmp_path):
+    import yaml
+    from prefect.client.orchestration import get_client  # noqa: F401  (the server of prefect_api)
+
+    from obscast.components.obs.qc import apply_qc
+    from obscast.components.obs.readers.bufr import read_observations
+    from obscast.flows import cli
+    from obscast.flows.ingest import ingest_flow
+
+    paths = _feed(tmp_path)
+    store = tmp_path / "store"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"store": str(store), "sources": {"synop": {"kind": "synop", "paths": paths}}, "gridded": {}}))
+
+    state = ingest_flow(config_path=str(config), return_state=True)
+    summary = state.result()
+    s = summary["sources"]["synop"]
+    good = pd.concat([read_observations("synop", p) for p in (paths[0], paths[3])], ignore_index=True)
+    assert s["qc"]["total"] == len(good) and s["qc"]["accepted"] == apply_qc(good, "synop").counts["accepted"]
+    assert len(ObsTable(Store(str(store)), "obs/synop.zarr").read()) == s["qc"]["accepted"]
+    assert [b["path"] for b in s["bad_files"]] == paths[1:3]
+    record = json.loads((store / "quarantine" / "synop.files.json").read_text())
+    assert sorted(record["files"]) == sorted(paths[1:3])
+    assert "truncated" in record["files"][paths[2]]["reason"]
+    assert "2 file(s) quarantined whole" in state.message  # the run's state message (Prefect UI)
+
+    # --strict restores fail-fast: one-line error naming the first bad file, exit status 1
+    assert cli.main(["ingest", "--strict", "--config", str(config)]) == 1

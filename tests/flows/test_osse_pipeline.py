@@ -26,7 +26,7 @@ def test_tiny_osse_end_to_end(osse_run):
     nature = xr.open_zarr(result["nature"], consolidated=False, chunks=None)
     assert nature.sizes["time"] == 16 and nature["air_temperature"].attrs["units"] == "K"
     # every simulated kind went through the BUFR readers and QC into the store
-    for kind in ("synop", "temp", "aircraft", "satellite"):
+    for kind in ("synop", "temp", "aircraft", "satellite", "amv"):
         qc = result["ingest"]["sources"][kind]["qc"]
         assert qc["accepted"] > 0 and len(list((store / "raw/osse" / kind).glob("*.bufr"))) >= 4
         assert sum(v for k, v in qc.items() if k.startswith("out_of_range")) > 0  # the injected gross errors
@@ -35,6 +35,16 @@ def test_tiny_osse_end_to_end(osse_run):
     assert fc["level"].attrs["standard_name"] == "atmosphere_sigma_coordinate"
     assert np.isfinite(fc["surface_air_pressure"].values).all()
     assert "without satellite" in result["markdown"] and "| persistence |" in result["markdown"]
+    assert "without amv" in result["markdown"]  # satellite winds: a source the model was trained on
+    # The classical NWP baseline (cycled 3D-Var): both twins in the score table, the analysis error
+    # at lead 0, and station scores against the simulated SYNOP reports.
+    for name in ("nwp_identical_twin", "nwp_fraternal_twin", "model_at_baseline_inits"):
+        assert f"| {name} |" in result["markdown"]
+    assert "Analysis error (lead 0)" in result["markdown"]
+    assert "Against the synop reports" in result["markdown"]
+    scores = xr.open_zarr(Path(result["scores"]), consolidated=False)
+    assert {"nwp_identical_twin", "nwp_fraternal_twin"} <= set(scores["system"].values.tolist())
+    assert np.isfinite(scores["rmse"].sel(system="nwp_identical_twin").values).all()
     assert Path(result["plot"]).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,12 +1,15 @@
 """The Prefect UI shows a verify run's scores: headless Chromium (driven over the DevTools
 protocol) opens the run's page on the real server, goes to its Artifacts tab and the score
-artifact; the screenshots are saved in test-artifacts/ and the rendered text is checked."""
+artifact; the screenshots are saved in test-artifacts/ and the rendered text is checked. It also
+shows the training's progress artifact (complete) on the train run's page and the scores as a
+table artifact."""
 
 from __future__ import annotations
 
 import base64
 import itertools
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -130,3 +133,63 @@ def test_verify_run_page_shows_the_scores(pipeline_run, prefect_api):
     assert url == f"/artifacts/artifact/{artifact.id}"
     assert "obscast-era5 v0001" in text and model_rmse in text
     assert plot_width >= 500  # the embedded PNG decoded and laid out
+
+
+def _pipeline_runs(client, result) -> tuple:
+    """The verify flow run of this session's pipeline (its score artifact names this store's plot)
+    and the id of the pipeline flow run that holds it as a subflow."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    scores = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["verification-scores"])))
+    verify = client.read_flow_run([a for a in scores if result["plot"] in a.data][-1].flow_run_id)
+    return verify, client.read_task_run(verify.parent_task_run_id).flow_run_id
+
+
+def test_run_pages_show_progress_and_table_artifacts(pipeline_run, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    binary = shutil.which("chromium")
+    assert binary, "chromium not found: run `bash infra/setup.sh` as root (it installs Debian's chromium)"
+    store, result = pipeline_run
+    with get_client(sync_client=True) as client:
+        verify, pipeline_id = _pipeline_runs(client, result)
+        table = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["verification-scores-table"]),
+                                                                     flow_run_id=ArtifactFilterFlowRunId(any_=[verify.id])))
+        assert len(table) == 1, "the verify run published no table artifact"
+        table = table[0]
+        # The training's progress artifact: the one of this pipeline's train subflow.
+        bars = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["train-obscast-era5-progress"])))
+        ours = [a for a in bars if client.read_task_run(client.read_flow_run(a.flow_run_id).parent_task_run_id).flow_run_id == pipeline_id]
+        assert len(ours) == 1, f"expected one progress artifact of the pipeline's training, found {len(ours)}"
+        bar = ours[0]
+        train = client.read_flow_run(bar.flow_run_id)
+    assert bar.type == "progress" and bar.data == 100.0  # every epoch done
+    assert table.type == "table"
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    row = next(r for r in rows if r["channel"] == "geopotential_500hPa [m2 s-2]" and r["lead_time"] == "12 h")
+    model_rmse = float(row["model"])
+    shown = str(int(model_rmse)) if model_rmse.is_integer() else repr(model_rmse)  # as JavaScript prints the number
+
+    browser = Browser(binary)
+    try:
+        browser.call("Page.enable")
+        base = prefect_api.removesuffix("/api")
+        browser.call("Page.navigate", url=f"{base}/runs/flow-run/{train.id}")
+        browser.wait_for_text(train.name, "Completed", "Artifacts")
+        browser.click_text("li.p-tab", "Artifacts")
+        # The card names the artifact and shows its description: the last epoch.
+        card_text = browser.wait_for_text("PROGRESS", "train-obscast-era5-progress", "Training obscast-era5: epoch")
+        browser.screenshot(ARTIFACTS / "ui-train-run-progress.png")
+        browser.call("Page.navigate", url=f"{base}/artifacts/artifact/{bar.id}")
+        progress_text = browser.wait_for_text("train-obscast-era5-progress", "Progress: 100%", train.name)  # side panel: its run
+        browser.screenshot(ARTIFACTS / "ui-train-progress-artifact.png")
+        browser.call("Page.navigate", url=f"{base}/artifacts/artifact/{table.id}")
+        table_text = browser.wait_for_text("verification-scores-table", "lead_time", "persistence", "climatology",
+                                           "geopotential_500hPa [m2 s-2]", shown, verify.name)
+        browser.screenshot(ARTIFACTS / "ui-verify-scores-table.png")
+    finally:
+        browser.close()
+    epochs = re.search(r"Training obscast-era5: epoch (\d+) of (\d+)", card_text)
+    assert epochs and epochs.group(1) == epochs.group(2), card_text[:2000]  # the last update: every epoch done
+    assert train.name in progress_text and verify.name in table_text  # each artifact page names its run

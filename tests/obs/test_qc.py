@@ -12,25 +12,41 @@ from obscast.components.obs.variables import VARIABLES
 NAN = np.nan
 T0 = pd.Timestamp("2018-11-02 12:00")
 
-# (reason expected or None, time, lat, lon, station, pressure, T, wind speed, surface_altitude)
+# (reason expected or None, time, lat, lon, station, pressure, T, wind speed, surface_altitude, dew point)
 ROWS = [
-    (None, T0, 10.0, 20.0, "1", 50000.0, 250.0, 10.0, 100.0),
-    ("bad_coordinates", pd.NaT, 10.0, 20.0, "2", 50000.0, 250.0, 10.0, 100.0),
-    ("bad_coordinates", T0, 90.5, 20.0, "3", 50000.0, 250.0, 10.0, 100.0),
-    ("bad_coordinates", T0, 10.0, 180.0, "4", 50000.0, 250.0, 10.0, 100.0),
-    ("bad_coordinates", T0, NAN, 20.0, "5", 50000.0, 250.0, 10.0, 100.0),
-    ("bad_coordinates", T0, 10.0, NAN, "5", 50000.0, NAN, NAN, 100.0),  # also all missing
-    ("all_missing", T0, 10.0, 20.0, "6", 50000.0, NAN, NAN, 100.0),  # altitude is not observed
-    ("out_of_range:air_temperature", T0, 10.0, 20.0, "7", 50000.0, 372.2, 10.0, 100.0),
-    ("out_of_range:wind_speed", T0, 10.0, 20.0, "8", 50000.0, 250.0, 349.0, 100.0),
-    ("out_of_range:pressure", T0, 10.0, 20.0, "9", 50.0, 250.0, 349.0, 100.0),  # pressure first
-    ("out_of_range:surface_altitude", T0, 10.0, 20.0, "10", 50000.0, 250.0, 10.0, 9500.0),
-    ("duplicate", T0, 10.0, 20.0, "1", 50000.0, 251.0, 11.0, 100.0),  # same keys as row 0
-    (None, T0, 10.0, 20.0, "1", 70000.0, 260.0, 12.0, 100.0),  # other level: not a duplicate
-    (None, T0, 10.0, 20.0, "7", 50000.0, 250.0, 10.0, 100.0),  # first *accepted* of station 7
-    ("out_of_range:air_temperature", T0, 10.0, 20.0, "1", 70000.0, 100.0, 12.0, 100.0),
-    (None, T0, -90.0, -180.0, "11", 50000.0, 250.0, NAN, NAN),  # edges are valid
-    ("duplicate", T0, -90.0, -180.0, "11", 50000.0, NAN, 3.0, NAN),
+    (None, T0, 10.0, 20.0, "1", 50000.0, 250.0, 10.0, 100.0, NAN),
+    ("bad_coordinates", pd.NaT, 10.0, 20.0, "2", 50000.0, 250.0, 10.0, 100.0, NAN),
+    ("bad_coordinates", T0, 90.5, 20.0, "3", 50000.0, 250.0, 10.0, 100.0, NAN),
+    ("bad_coordinates", T0, 10.0, 180.0, "4", 50000.0, 250.0, 10.0, 100.0, NAN),
+    ("bad_coordinates", T0, NAN, 20.0, "5", 50000.0, 250.0, 10.0, 100.0, NAN),
+    ("bad_coordinates", T0, 10.0, NAN, "5", 50000.0, NAN, NAN, 100.0, NAN),  # also all missing
+    ("all_missing", T0, 10.0, 20.0, "6", 50000.0, NAN, NAN, 100.0, NAN),  # altitude is not observed
+    ("out_of_range:air_temperature", T0, 10.0, 20.0, "7", 50000.0, 372.2, 10.0, 100.0, NAN),
+    ("out_of_range:wind_speed", T0, 10.0, 20.0, "8", 50000.0, 250.0, 349.0, 100.0, NAN),
+    ("out_of_range:pressure", T0, 10.0, 20.0, "9", 50.0, 250.0, 349.0, 100.0, NAN),  # pressure first
+    ("out_of_range:surface_altitude", T0, 10.0, 20.0, "10", 50000.0, 250.0, 10.0, 9500.0, NAN),
+    ("duplicate_conflict", T0, 10.0, 20.0, "1", 50000.0, 251.0, 11.0, 100.0, NAN),  # row 0's key, other values
+    (None, T0, 10.0, 20.0, "1", 70000.0, 260.0, 12.0, 100.0, NAN),  # other level: not a duplicate
+    (None, T0, 10.0, 20.0, "7", 50000.0, 250.0, 10.0, 100.0, NAN),  # first *accepted* of station 7
+    ("out_of_range:air_temperature", T0, 10.0, 20.0, "1", 70000.0, 100.0, 12.0, 100.0, NAN),
+    (None, T0, -90.0, -180.0, "11", 50000.0, 250.0, NAN, NAN, NAN),  # edges are valid
+    ("duplicate_conflict", T0, -90.0, -180.0, "11", 50000.0, NAN, 3.0, NAN, NAN),  # tie: the first is kept
+    # real-feed faults
+    ("bad_coordinates", T0, 10.0, 1234.5, "12", 50000.0, 250.0, 10.0, 100.0, NAN),  # decimal-shifted longitude
+    ("bad_coordinates", T0, -999.0, -999.0, "13", 50000.0, 250.0, 10.0, 100.0, NAN),  # fill values as position
+    ("fill_value:air_temperature", T0, 10.0, 20.0, "14", 50000.0, -9999.0, 10.0, 100.0, NAN),
+    ("fill_value:wind_speed", T0, 10.0, 20.0, "15", 50000.0, 250.0, 1e-40, 100.0, NAN),  # float32 denormal
+    ("fill_value:pressure", T0, 10.0, 20.0, "16", 9.96921e36, 250.0, 10.0, 100.0, NAN),  # netCDF fill
+    ("physically_impossible:air_temperature", T0, 10.0, 20.0, "17", 50000.0, 340.0, 10.0, 100.0, NAN),
+    ("physically_impossible:dew_point_temperature", T0, 10.0, 20.0, "18", 50000.0, 280.0, 10.0, 100.0, 281.0),
+    (None, T0, 10.0, 20.0, "19", 50000.0, 280.0, 10.0, 100.0, 280.1),  # within the rounding tolerance
+    ("duplicate", T0, 10.0, 20.0, "19", 50000.0, 280.0, 10.0, 100.0, 280.1),  # exact copy
+    ("duplicate_conflict", T0, 30.0, 40.0, "20", 50000.0, 280.0, NAN, 100.0, NAN),  # less complete copy...
+    (None, T0, 30.0, 40.1, "20", 50000.0, 280.0, 5.0, 100.0, NAN),  # ...of this one, which is kept
+    (None, T0 + pd.Timedelta("1h"), 45.0, 7.0, "21", 50000.0, 280.0, 5.0, 100.0, NAN),
+    ("station_moved", T0 + pd.Timedelta("2h"), 46.0, 7.0, "21", 50000.0, 280.0, 5.0, 100.0, NAN),  # 111 km away
+    (None, T0 + pd.Timedelta("3h"), 45.0, 7.0, "21", 50000.0, 280.0, 5.0, 100.0, NAN),
+    (None, T0 + pd.Timedelta("4h"), 45.0, 7.0001, "21", 50000.0, 280.0, 5.0, 100.0, NAN),  # 8 m: same place
 ]
 
 
@@ -45,6 +61,7 @@ def table() -> pd.DataFrame:
             "surface_altitude": [r[8] for r in ROWS],
             "pressure": np.array([r[5] for r in ROWS], dtype=np.float32),
             "air_temperature": np.array([r[6] for r in ROWS], dtype=np.float32),
+            "dew_point_temperature": np.array([r[9] for r in ROWS], dtype=np.float32),
             "wind_speed": np.array([r[7] for r in ROWS], dtype=np.float32),
         }
     )
@@ -53,7 +70,7 @@ def table() -> pd.DataFrame:
 
 def test_each_reason(table):
     before = table.copy()
-    result = apply_qc(table, "temp", source="hand-built")
+    result = apply_qc(table, "synop", source="hand-built")
     pd.testing.assert_frame_equal(table, before)  # input untouched
     expected = pd.Series([r[0] for r in ROWS], index=table.index)
 
@@ -69,18 +86,33 @@ def test_each_reason(table):
     assert list(result.rejected.columns) == list(table.columns) + ["reason"]
     pd.testing.assert_frame_equal(result.rejected.drop(columns="reason"), table.loc[result.rejected.index])
 
+    by_reason = expected.value_counts().to_dict()
     assert result.counts == {
-        "bad_coordinates": 5,
-        "all_missing": 1,
-        "out_of_range:air_temperature": 2,
-        "out_of_range:wind_speed": 1,
-        "out_of_range:pressure": 1,
-        "out_of_range:surface_altitude": 1,
-        "duplicate": 2,
-        "accepted": 4,
-        "total": 17,
+        "bad_coordinates": 0, "all_missing": 0, "station_moved": 0, "duplicate": 0, "duplicate_conflict": 0,
+        **by_reason, "accepted": int(expected.isna().sum()), "total": len(ROWS),
     }
-    assert result.kind == "temp" and result.source == "hand-built"
+    # every input row accounted for: accepted + quarantined == read, reason by reason
+    assert sum(v for k, v in result.counts.items() if k != "total") == result.counts["total"] == len(table)
+    assert result.kind == "synop" and result.source == "hand-built"
+
+
+def test_moving_platforms_keep_their_positions_apart(table):
+    """Without surface_altitude (aircraft, TEMP) the position is part of the report key and
+    nobody is a moved station: the same flight at two places is two reports."""
+    df = table.drop(columns="surface_altitude").loc[[100 + 28, 100 + 29, 100 + 26, 100 + 27]]
+    result = apply_qc(df, "aircraft")
+    assert result.counts["station_moved"] == 0 and result.counts["duplicate_conflict"] == 0
+    assert result.counts["accepted"] == 4
+
+
+def test_longitude_outside_360_is_not_normalised():
+    from obscast.components.obs.conversions import normalise_longitude
+
+    lon = np.array([190.0, -190.0, 360.0, 1234.5, -9999.0, NAN])
+    out = normalise_longitude(lon, keep_impossible=True)  # as the observation readers call it
+    np.testing.assert_array_equal(out[:3], [-170.0, 170.0, 0.0])
+    assert out[3] == 1234.5 and out[4] == -9999.0 and np.isnan(out[5])
+    assert normalise_longitude(lon)[3] == pytest.approx(154.5)  # simulators wrap any angle
 
 
 def test_height_and_nan_vertical_coordinates():
@@ -96,7 +128,7 @@ def test_height_and_nan_vertical_coordinates():
         }
     )
     result = apply_qc(df, "aircraft")
-    assert result.rejected["reason"].tolist() == ["duplicate", "out_of_range:height"]
+    assert result.rejected["reason"].tolist() == ["duplicate_conflict", "out_of_range:height"]
     assert result.accepted.index.tolist() == [0, 3]
 
 
@@ -109,7 +141,7 @@ def test_empty_table_and_missing_columns(table):
 
 
 def test_observed_columns(table):
-    assert observed_columns(table) == ["air_temperature", "wind_speed"]
+    assert observed_columns(table) == ["air_temperature", "dew_point_temperature", "wind_speed"]
 
 
 def _check_partition(table: pd.DataFrame, result) -> None:

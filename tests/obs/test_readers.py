@@ -189,8 +189,10 @@ def test_window_is_half_open(samples, tmp_path):
 
 
 def test_readers_table():
+    from obscast.components.obs.readers.amv import read_amv
+
     assert READERS == {
-        "synop": read_synop, "temp": read_temp, "aircraft": read_aircraft, "satellite": read_satellite,
+        "synop": read_synop, "temp": read_temp, "aircraft": read_aircraft, "satellite": read_satellite, "amv": read_amv,
     }
 
 
@@ -206,7 +208,7 @@ def test_missing_file(tmp_path):
 
 
 def test_unknown_kind(samples):
-    with pytest.raises(InputError, match=r"field 'kind': expected one of \['aircraft', 'satellite', 'synop', 'temp'\]"):
+    with pytest.raises(InputError, match=r"field 'kind': expected one of \['aircraft', 'amv', 'satellite', 'synop', 'temp'\]"):
         read_observations("ship", samples / "temp.bufr")
 
 

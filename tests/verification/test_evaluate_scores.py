@@ -72,11 +72,11 @@ def setup():
         for name, p in model.named_parameters():
             if "lengthscale" not in name:
                 p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return train, test, model.eval()
+    return train, test, model.eval(), tables
 
 
 def test_evaluate_equals_the_metrics_route(setup):
-    train, test, model = setup
+    train, test, model, _ = setup
     clim = gridpoint_climatology(train)
     res = evaluate(model, test, 2, climatology=clim, device="cpu", batch_size=2, max_stations=None)  # 3 batches
 
@@ -130,3 +130,53 @@ def test_evaluate_equals_the_metrics_route(setup):
     md = scores_markdown(got, "test")
     assert "surface_air_pressure [Pa]" in md and "bias" in md
     assert rmse_vs_lead_png(got, title="test")[:4] == b"\x89PNG"
+
+
+def test_baselines_and_scores_against_observations(setup):
+    """A gridded baseline (e.g. the NWP twins) is scored on its inits only, beside the model on the
+    same inits; station scores against the reports equal the metrics route on the reports."""
+    from obscast.components.verification.evaluate import SAME_INITS, TRUTH, station_observations
+
+    _, test, model, tables = setup
+    lead = pd.to_timedelta([0, 6, 12], unit="h").to_numpy()
+    inits = test.init_times[::2]  # a baseline forecasting from every second init
+    idx = [list(test.init_times).index(t) for t in inits]
+    targets, _ = test.targets(idx, 2)
+    truth = test.denormalise(targets).double().numpy()
+    init_truth = test.denormalise(test.initial_truth(idx)).double().numpy()
+    perfect = np.concatenate([init_truth[:, None], truth], axis=1)  # lead 0 = the analysis
+    rng = np.random.default_rng(3)
+    noisy = perfect + rng.normal(0, 1.0, perfect.shape)
+    grid = {"channel": test.channels, "latitude": test.out_latitude, "longitude": test.out_longitude}
+
+    def baseline(f):
+        return xr.Dataset({"forecast": (("init_time", "lead_time", "channel", "latitude", "longitude"), f),
+                           "analysis": (("time", "channel", "latitude", "longitude"), f[:, 0])},
+                          coords={"init_time": inits, "lead_time": lead, "time": inits, **grid})
+
+    from obscast.components.data.tables import prepare_table
+
+    table = prepare_table(tables["synop"], name="synop")[0]  # the station reports
+    valid = pd.DatetimeIndex(sorted({t + k * test.step for t in test.init_times for k in range(3)}))
+    obs = station_observations(table, test.station_latitude.numpy(), test.station_longitude.numpy(), test.station_channels, valid)
+    assert np.isfinite(obs.values).mean() > 0.5  # the reports are found at their stations and times
+    res = evaluate(model, test, 2, device="cpu", batch_size=2, max_stations=None,
+                   baselines={"perfect": baseline(perfect), "noisy": baseline(noisy)}, observations=obs)
+    sc = res["scores"]
+    assert {"perfect", "noisy", SAME_INITS} <= set(sc["system"].values.tolist())
+    np.testing.assert_allclose(sc["rmse"].sel(system="perfect").values, 0.0, atol=1e-6)
+    np.testing.assert_allclose(sc["rmse"].sel(system="noisy").values, 1.0, rtol=0.2)
+    # the model on the baseline's inits differs from the model on all inits
+    assert not np.allclose(sc["rmse"].sel(system=SAME_INITS).values, sc["rmse"].sel(system="model").values)
+    an = res["analysis_scores"]
+    np.testing.assert_allclose(an["rmse"].sel(system="perfect").values, 0.0, atol=1e-6)
+    st, ob = res["station_scores"], res["station_obs_scores"]
+    # at the stations, the perfect grid is off only by the interpolation from the output grid
+    assert (st["rmse"].sel(system="perfect") < st["rmse"].sel(system="noisy")).all()
+    assert (st["rmse"].sel(system="perfect") < st["rmse"].sel(system="gridded_interpolated")).all()
+    # Against the reports, the truth's error is the observation error (1 K on temperature).
+    t_ch = [c for c in test.station_channels if c.startswith("air_temperature")][0]
+    truth_err = ob["rmse"].sel(system=TRUTH, channel=t_ch).values
+    assert np.all((truth_err > 0.5) & (truth_err < 1.5))
+    assert (ob["rmse"].sel(system="station_decoder") > 0).all()
+

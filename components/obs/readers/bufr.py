@@ -1,10 +1,11 @@
 """BUFR readers: SYNOP, TEMP, aircraft and satellite reports to an *observation table*.
 
-Decoding is done by pdbufr (ECMWF, on top of eccodes), or for compressed
-files by a fast path using eccodes directly (see *Decoding engines* below);
-this module only picks the keys, converts units, renames to CF standard
+Decoding is done with eccodes, selecting repeated elements by their
+qualifiers (see *Selection by qualifier*), or by pdbufr (satellite files and
+layouts the eccodes walk does not support; see *Decoding engines* below);
+this module picks the keys, converts units, renames to CF standard
 names, derives wind components and filters to a time window. Readers never
-do quality control: every row pdbufr returns is kept (see
+do quality control: every decoded row is kept (see
 :mod:`obscast.components.obs.qc`), except satellite rows without a channel number.
 
 Observation table
@@ -31,50 +32,89 @@ channel              int64                    satellite only: instrument channel
 <variables>          float32         CF unit  see below
 ===================  ==============  =======  ====================================
 
-Variables per kind (BUFR key -> column): SYNOP ``airTemperatureAt2M`` ->
-``air_temperature``, ``dewpointTemperatureAt2M`` -> ``dew_point_temperature``,
+Variables per kind (BUFR key -> column): SYNOP 2 m temperature ->
+``air_temperature``, 2 m dew point -> ``dew_point_temperature``,
 ``pressureReducedToMeanSeaLevel`` -> ``air_pressure_at_mean_sea_level``,
 ``nonCoordinatePressure`` (0 10 004, station-level pressure) ->
-``surface_air_pressure``, ``windSpeedAt10M`` -> ``wind_speed``,
-``windDirectionAt10M`` -> ``wind_from_direction``; TEMP ``airTemperature``,
-``dewpointTemperature``, ``nonCoordinateGeopotential`` / g0 ->
-``geopotential_height`` [m], ``windSpeed``, ``windDirection``; aircraft
-``airTemperature``, ``windSpeed``, ``windDirection``; satellite
-``brightnessTemperature`` -> ``brightness_temperature`` with the channel
-from ``tovsOrAtovsOrAvhrrInstrumentationChannelNumber`` (0 02 150, ATOVS
-files) or ``channelNumber`` (0 05 042). All kinds with wind also get
+``surface_air_pressure``, 10 m wind speed/direction -> ``wind_speed`` /
+``wind_from_direction``; TEMP ``airTemperature``, ``dewpointTemperature``,
+``nonCoordinateGeopotential`` / g0 (or ``nonCoordinateGeopotentialHeight``,
+templates 309052/309057) -> ``geopotential_height`` [m], ``windSpeed``,
+``windDirection``; aircraft ``airTemperature``, ``windSpeed``,
+``windDirection``, ``pressure`` (or, AMDAR 311010, the ICAO standard-atmosphere
+pressure of ``flightLevel``,
+:func:`obscast.components.obs.conversions.pressure_from_flight_level`);
+satellite ``brightnessTemperature`` -> ``brightness_temperature`` with the
+channel from ``tovsOrAtovsOrAvhrrInstrumentationChannelNumber`` (0 02 150,
+ATOVS files) or ``channelNumber`` (0 05 042). All kinds with wind also get
 ``eastward_wind`` and ``northward_wind`` (see :func:`wind_components`).
 Missing values are NaN.
 
-Row counts equal those of ``pdbufr.read_bufr(path, columns=BUFR_KEYS[kind],
-required_columns=False)``, less, for satellite files, the rows without a
-channel number (pdbufr emits one such row per value of the quality-information
-section that follows operator 2 22 000, e.g. 19 NEDT rows per field of view in
-EUMETSAT HIRS level-1b files). With the default ``required_columns=True``
-pdbufr silently drops report rows that lack any requested key (191 TEMP levels
-of the sample file), which is why it is not used.
+Selection by qualifier (SYNOP, TEMP, aircraft)
+----------------------------------------------
+WMO templates repeat an element within a subset under qualifiers that precede
+it, so the first occurrence is not always the wanted one: in DWD's national
+10-minute reports (307086 plus national additions) ``airTemperature`` comes
+at 2 m and at 5 cm, ``windSpeed`` as a 10-minute mean and as gusts. These
+kinds are decoded by
+:func:`obscast.components.obs.readers.bufr_fast.read_qualified`, which walks each
+subset's data keys in order with the qualifiers in effect
+(:data:`~obscast.components.obs.readers.bufr_fast.SELECTIONS`):
+
+* 2 m temperature and dew point: ``airTemperatureAt2M`` /
+  ``dewpointTemperatureAt2M`` (ECMWF edition-3 keys), else the first
+  non-missing ``airTemperature`` / ``dewpointTemperature`` under a sensor
+  height 0 07 032 in 1..3 m (307080/307086/307096 sequence 3 02 032), else one
+  under a sensor height reported missing; never one under another height (5 cm)
+  nor one outside any sensor-height qualifier (a TEMP level is no 2 m value);
+* 10 m wind: ``windSpeedAt10M`` / ``windDirectionAt10M``, else the first
+  non-missing ``windSpeed`` / ``windDirection`` under the time period 0 04 025
+  = -10 min (the standard 10-minute mean, sequence 3 02 042) at any sensor
+  height, else one under a period reported missing; never a wind over another
+  period nor one outside any time-period qualifier;
+* other report values (position, time, station, pressures): the first
+  non-missing occurrence;
+* TEMP: one row per occurrence of ``pressure``; 309052/309057 levels get the
+  launch time plus their time displacement (0 04 086) and the launch position
+  plus their latitude/longitude displacements (0 05 015/0 06 015);
+* aircraft: ``station_id`` is ``aircraftFlightNumber``, else (311010) the
+  aircraft registration.
+
+Rows: one per subset (SYNOP, aircraft) or per level (TEMP), as
+``pdbufr.read_bufr(path, columns=BUFR_KEYS[kind], required_columns=False)``
+gives for files without repeated elements (tested on the sample files);
+satellite rows are those of pdbufr less the rows without a channel number
+(pdbufr emits one such row per value of the quality-information section that
+follows operator 2 22 000, e.g. 19 NEDT rows per field of view in EUMETSAT
+HIRS level-1b files). With the default ``required_columns=True`` pdbufr
+silently drops report rows that lack any requested key (191 TEMP levels of the
+sample file), which is why it is not used.
 
 Decoding engines
 ----------------
-``engine="pdbufr"`` decodes with pdbufr (about 5,000 subsets per second for
-uncompressed files). ``engine="eccodes"`` is a fast path for *compressed*
-messages (BUFR Regulation 94.6.3: all subsets share one expanded descriptor
-list): per message it unpacks once and fetches every needed element for all
-subsets at once with ``codes_get_double_array`` / ``codes_get_string_array``
-on the ranked key ``#rank#name``; about 1-2 million rows per second. It reads
-only the primary data, i.e. the data keys before the first data-description
-operator key (``operator``, e.g. 2 22 000 quality information), and builds
-rows as pdbufr does for such layouts: one row per subset, or, for TEMP
-(``pressure``) and satellite (channel number), one row per occurrence of that
-level key within the subset, each element attached to the level occurrence
-it follows (elements before the first one apply to every level). Messages
-where that is ambiguous (an element repeated outside this pattern) are not
-supported by the fast path. ``engine="auto"`` (default) uses the fast path
-when every message of the file is compressed and supported, pdbufr otherwise.
-Both give identical tables where both apply (tested on simulated files and
-the real HIRS sample), with one documented exception: a missing WMO block or
-station number gives ``station_id == ""`` in the fast path whereas pdbufr
-builds a number from the missing-value bit pattern.
+SYNOP, TEMP, aircraft: ``engine="auto"`` (default) walks subsets that share a
+sequence of keys together (vectorised over subsets; compressed messages are
+fetched with one array call per key); ``engine="pdbufr"`` walks every subset
+on its own (the reference of the vectorised walk, named after the library it
+replaced); ``engine="eccodes"`` is the vectorised walk restricted to files of
+compressed messages. All three give identical tables. Files the walk does not
+support fall back on pdbufr's flat reader.
+
+Satellite: ``engine="pdbufr"`` decodes with pdbufr (about 5,000 subsets per
+second for uncompressed files). ``engine="eccodes"`` is a fast path for
+*compressed* messages (BUFR Regulation 94.6.3: all subsets share one expanded
+descriptor list): per message it unpacks once and fetches every needed element
+for all subsets at once with ``codes_get_double_array`` on the ranked key
+``#rank#name``; about 1-2 million rows per second. It reads only the primary
+data, i.e. the data keys before the first data-description operator key
+(``operator``, e.g. 2 22 000 quality information), and builds one row per
+occurrence of the channel number within the subset, each element attached to
+the channel occurrence it follows (elements before the first one apply to
+every channel). ``engine="auto"`` uses the fast path when every message of the
+file is compressed and supported, pdbufr otherwise. Both give identical tables
+(tested on the real HIRS sample).
+
+A missing WMO block or station number gives ``station_id == ""``.
 """
 
 from __future__ import annotations
@@ -88,8 +128,22 @@ import pandas as pd
 import pdbufr
 
 from obscast.components.errors import InputError
-from obscast.components.obs.conversions import _DEGREE_DECIMALS, normalise_longitude, wind_components, wind_speed_direction
-from obscast.components.obs.readers.bufr_fast import _CHANNEL_KEYS, _DECODE_ERRORS, _check_file, _decode_error, read_fast
+from obscast.components.obs.conversions import (
+    _DEGREE_DECIMALS,
+    normalise_longitude,
+    pressure_from_flight_level,
+    wind_components,
+    wind_speed_direction,
+)
+from obscast.components.obs.readers.bufr_fast import (
+    _CHANNEL_KEYS,
+    _DECODE_ERRORS,
+    SELECTIONS,
+    _check_file,
+    _decode_error,
+    read_fast,
+    read_qualified,
+)
 from obscast.components.obs.variables import G0
 
 __all__ = [
@@ -265,6 +319,16 @@ def _decode(path: str | os.PathLike[str], kind: str, engine: str) -> pd.DataFram
     _check_file(path)
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if kind in SELECTIONS:  # qualifier-aware decoding (see module docstring)
+        df = read_qualified(path, kind, vectorised=engine != "pdbufr", compressed_only=engine == "eccodes")
+        if df is not None:
+            return df
+        if engine == "eccodes":
+            raise InputError(
+                path, "BUFR message", "compressed BUFR messages the eccodes engine supports",
+                found="an uncompressed or unsupported message",
+            )
+        return _read_pdbufr(path, kind)
     if engine != "pdbufr":
         df = read_fast(path, kind, BUFR_KEYS[kind])
         if df is not None:
@@ -291,7 +355,8 @@ def _require(df: pd.DataFrame, path: str | os.PathLike[str], kind: str) -> None:
                 found=f"absent from all {len(df)} rows",
             )
     groups = [tuple(_OBSERVED[kind].values())]
-    for coordinate in (_VERTICAL_KEYS[kind], _CHANNEL_KEYS if kind == "satellite" else ()):
+    vertical = _VERTICAL_KEYS[kind] + (("flightLevel",) if kind == "aircraft" else ())
+    for coordinate in (vertical, _CHANNEL_KEYS if kind == "satellite" else ()):
         if coordinate:
             groups.insert(0, coordinate)
     for keys in groups:
@@ -358,7 +423,7 @@ def _read(path: str | os.PathLike[str], kind: str, window: Window, engine: str =
     cols: dict[str, np.ndarray] = {
         "time": time,
         "latitude": lat,
-        "longitude": normalise_longitude(lon),
+        "longitude": normalise_longitude(lon, keep_impossible=True),  # |lon| > 360: for QC
         "station_id": _station_ids(
             df.get(_STATION_KEY[kind]), n, SATELLITE_NAMES if kind == "satellite" else None
         ),
@@ -369,10 +434,15 @@ def _read(path: str | os.PathLike[str], kind: str, window: Window, engine: str =
         cols["channel"] = _first_present(df, _CHANNEL_KEYS).astype(np.int64)
     for key in _VERTICAL_KEYS[kind]:
         cols[key] = _float(df, key)
+    if kind == "aircraft" and "flightLevel" in df.columns:  # AMDAR 311010: pressure altitude
+        flight_pressure = pressure_from_flight_level(_float(df, "flightLevel", np.float64))
+        cols["pressure"] = np.where(np.isnan(cols["pressure"]), flight_pressure, cols["pressure"]).astype(np.float32)
     for column, key in _OBSERVED[kind].items():
         values = _float(df, key, np.float64)
         if column == "geopotential_height":
             values = values / G0  # m2 s-2 -> m (WMO standard gravity)
+            # 309052/309057 report geopotential height [gpm] (0 10 009) instead
+            values = np.where(np.isnan(values), _float(df, "nonCoordinateGeopotentialHeight", np.float64), values)
         cols[column] = values.astype(np.float32)
     if "wind_speed" in cols:
         u, v = wind_components(cols["wind_speed"], cols["wind_from_direction"])
@@ -555,8 +625,10 @@ def read_observations(
         Keep only reports (soundings: all their levels) with ``start < time <= end`` (UTC);
         see :func:`normalise_window`.
     engine : {"auto", "pdbufr", "eccodes"}, optional
-        Decoding engine (see module docstring); ``"auto"`` picks the fast eccodes path for
-        files of compressed messages.
+        Decoding engine (see module docstring): ``"auto"`` the qualifier-aware walk vectorised
+        over subsets (satellite: the fast eccodes path for files of compressed messages),
+        ``"pdbufr"`` subset by subset (satellite: pdbufr), ``"eccodes"`` files of compressed
+        messages only.
 
     Returns
     -------
