@@ -8,11 +8,11 @@ each) that the readers, pdbufr and eccodes read back.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import eccodes
 import numpy as np
 import pandas as pd
-
 from obscast.components.obs.readers.bufr import SATELLITE_NAMES
 from obscast.components.obs.variables import G0
 
@@ -251,9 +251,40 @@ def write_bufr(
     if kind not in BUFR_TEMPLATES:
         raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(BUFR_TEMPLATES)}")
     needed = ["time", "latitude", "longitude", "station_id"] + [c for c, _ in _ELEMENTS[kind].values()]
+    return write_messages(table, needed, path, lambda rows: _encode(rows, kind), max_subsets, kind)
+
+
+def write_messages(table: pd.DataFrame, needed: list[str], path: Any, encode: Any, max_subsets: int, label: str) -> int:
+    """Write ``table`` as BUFR messages of at most ``max_subsets`` subsets, one 6 h slot per message.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Reports; rows are written in a stable sort by time.
+    needed : list of str
+        Columns the table must have.
+    path : path-like
+        Output file (overwritten).
+    encode : callable
+        Rows (DataFrame) -> the bytes of one BUFR message.
+    max_subsets : int
+        1..65535.
+    label : str
+        The kind, for error messages.
+
+    Returns
+    -------
+    int
+        Messages written.
+
+    Raises
+    ------
+    ValueError
+        A needed column is missing, a time is NaT, or ``max_subsets`` is out of range.
+    """
     missing = [c for c in needed if c not in table.columns]
     if missing:
-        raise ValueError(f"{kind} table lacks column(s) {missing}")
+        raise ValueError(f"{label} table lacks column(s) {missing}")
     if table["time"].isna().any():
         raise ValueError("time must not be NaT")
     if not 1 <= max_subsets <= 65535:
@@ -266,6 +297,6 @@ def write_bufr(
             bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
             for a, b in zip(bounds[:-1], bounds[1:]):
                 for c in range(a, b, max_subsets):
-                    f.write(_encode(rows.iloc[c:min(b, c + max_subsets)], kind))
+                    f.write(encode(rows.iloc[c:min(b, c + max_subsets)]))
                     n_messages += 1
     return n_messages

@@ -47,9 +47,13 @@ from typing import Any
 import eccodes
 import numpy as np
 import pandas as pd
-
+from obscast.components.obs.bufr_writer import write_messages
 from obscast.components.obs.conversions import normalise_longitude
-from obscast.components.obs.readers.amv import AMV_COLUMNS, AMV_SATELLITE_NAMES, read_amv
+from obscast.components.obs.readers.amv import (
+    AMV_COLUMNS,
+    AMV_SATELLITE_NAMES,
+    read_amv,
+)
 from obscast.components.osse.operators import _Horizontal, _Nature, _vertical
 
 __all__ = [
@@ -397,21 +401,4 @@ def write_amv_bufr(table: pd.DataFrame, path: str | os.PathLike[str], *, max_sub
     """
     needed = ["time", "latitude", "longitude", "station_id", "pressure", "satellite_channel_centre_frequency",
               "wind_computation_method", "wind_speed", "wind_from_direction"]
-    missing = [c for c in needed if c not in table.columns]
-    if missing:
-        raise ValueError(f"amv table lacks column(s) {missing}")
-    if table["time"].isna().any():
-        raise ValueError("time must not be NaT")
-    if not 1 <= max_subsets <= 65535:
-        raise ValueError("max_subsets must be in 1..65535")
-    rows = table.sort_values("time", kind="stable").reset_index(drop=True)
-    slot = ((rows["time"] + _HALF).dt.floor("6h")).to_numpy()
-    n_messages = 0
-    with open(path, "wb") as f:
-        if len(rows):
-            bounds = np.flatnonzero(np.r_[True, slot[1:] != slot[:-1], True])
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                for c in range(a, b, max_subsets):
-                    f.write(_encode(rows.iloc[c:min(b, c + max_subsets)], compressed))
-                    n_messages += 1
-    return n_messages
+    return write_messages(table, needed, path, lambda rows: _encode(rows, compressed), max_subsets, "amv")
