@@ -260,6 +260,13 @@ class VerifyConfig(_Strict):
     max_stations: int = Field(default=1000, ge=0, description="stations scored (evenly spaced subset; 0: no station scores)")
     withhold_every: int = Field(default=4, ge=0, description="every k-th test init is also scored with each source withheld (0: never)")
     spinup_cycles: int = Field(default=8, ge=0, description="cycling: windows run from a cold start before the first scored or forecast init")
+    probes: list[Literal["rotate90", "rotate180", "mirror", "thin50", "thin10"]] = Field(
+        default_factory=list, description="OSSE network probes: the test split re-simulated with the observing network rotated "
+        "in longitude, mirrored between hemispheres or thinned, scored against the unmoved network (obscast.components.verification.probes)")
+    probe_every: int = Field(default=8, gt=0, description="network probes: every k-th test init is scored")
+    probe_steps: int = Field(default=4, gt=0, description="network probes: lead steps scored (at most forecast.n_steps)")
+    probe_days: int | None = Field(default=None, gt=0, description="network probes: only the first days of the test split (after the spin-up; None: all of it)")
+    withhold_steps: int | None = Field(default=None, gt=0, description="lead steps scored with a source withheld (None: forecast.n_steps)")
 
 
 class RetrainConfig(_Strict):
@@ -270,6 +277,30 @@ class RetrainConfig(_Strict):
     margin: float = Field(default=0.01, ge=0.0, lt=1.0, description="required relative score improvement (0.01 = 1 %)")
     epochs: int | None = Field(default=None, gt=0, description="challenger epochs (None: train.epochs)")
     learning_rate: float | None = Field(default=None, gt=0, description="challenger learning rate (None: train.learning_rate)")
+
+
+class EnsembleConfig(_Strict):
+    """The ensemble of data assimilations (``obscast.components.model.ensemble``): members
+    perturb the observations by their errors (``osse.error_model``), cycle and forecast; no
+    retraining. Scored on test inits (``obscast.components.verification.ensemble``)."""
+
+    members: int = Field(default=8, ge=2, description="ensemble size (the fair CRPS needs at least 2)")
+    seed: int = Field(default=0, description="seeds every perturbation (the ensemble is deterministic given it)")
+    inits: int = Field(default=4, gt=0, description="test inits scored (at most)")
+    every: int = Field(default=4, gt=0, description="score every k-th test init")
+    latent_noise: float = Field(default=0.0, ge=0.0, description="extra Gaussian noise on each member's analysis, in units of its spatial std per latent channel (0: none)")
+    quantiles: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1, description="station quantiles of the product (fractions)")
+    thresholds: dict[str, list[float]] = Field(
+        default_factory=lambda: {"air_temperature": [273.15]},
+        description="exceedance thresholds per CF variable, in its unit (K, Pa, m s-1): P(value > threshold) at the stations",
+    )
+
+    @field_validator("quantiles")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 < q < 1.0 for q in value) or sorted(set(value)) != list(value):
+            raise ValueError(f"expected increasing distinct fractions in (0, 1), found {value}")
+        return value
 
 
 class Period(_Strict):
@@ -365,6 +396,7 @@ class Config(BaseSettings):
     forecast: ForecastConfig = Field(default_factory=ForecastConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     experiment: ExperimentConfig | None = None
     osse: OsseConfig | None = None
 

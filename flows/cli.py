@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="score the model against persistence and climatology", description="Latitude-weighted RMSE and bias per variable and lead time on held-out members; writes a table, a plot and a Prefect artifact.")
     _common(p)
     p.add_argument("--version", default=None, help="model version (default: the champion, else the newest)")
+    p = sub.add_parser("ensemble", help="ensemble forecast (perturbed observations) and its CRPS, spread/skill, rank histogram",
+                       description="Forecast ensemble.members members, each cycling the model's analyses on observations perturbed by "
+                       "their errors (an ensemble of data assimilations); write the members and station quantiles and exceedance "
+                       "probabilities, then score the ensemble on test inits (fair CRPS, spread/skill, rank histogram) beside the model.")
+    _common(p)
+    p.add_argument("--init-time", default=None, help="init time, ISO 8601 (default: from the configuration)")
+    p.add_argument("--steps", type=int, default=None, help="number of processor steps (lead times) of the forecast")
+    p.add_argument("--version", default=None, help="model version (default: the champion, else the newest)")
+    p.add_argument("--no-score", action="store_true", help="only the forecast products, no scores on the test inits")
     p = sub.add_parser("retrain", help="train a challenger, promote it only if it beats the champion",
                        description="Train a challenger warm-started from the champion, verify both on the same test set and promote "
                        "the challenger only if its normalised RMSE is lower by more than the margin (retrain: in the configuration).")
@@ -214,6 +223,13 @@ def _dispatch(args: argparse.Namespace) -> tuple[Any, Callable[[Any], str]]:
         from obscast.flows.forecast import forecast_flow
 
         return forecast_flow(**kw, init_time=args.init_time, n_steps=args.steps, version=args.version), _describe_outputs
+    if args.command == "ensemble":
+        from obscast.flows.ensemble import ensemble_flow
+
+        return (ensemble_flow(**kw, init_time=args.init_time, n_steps=args.steps, version=args.version, score=not args.no_score),
+                lambda r: "\n".join([f"ensemble members: {r['ensemble']}"] + [f"{label}: {r[k]}" for k, label in (
+                    ("stations", "station quantiles and probabilities"), ("table", "score table"), ("plot", "rank histograms"),
+                    ("markdown", "scores")) if k in r]))
     if args.command == "retrain":
         from obscast.flows.retrain import retrain_flow
 

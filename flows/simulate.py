@@ -125,30 +125,77 @@ def observations_task(config) -> dict[str, Any]:
             logger.info("simulated observations for key %s exist already: reused", key)
             return {**manifest, "status": "unchanged"}
     st.rm(RAW)  # a different configuration: its raw files are regenerated (observations stay in obs/)
-    nature = xr.open_zarr(st.zarr_store("gridded/nature.zarr"), consolidated=False, chunks=None)
-    networks = load_networks(config.osse.networks, amv=has_amv_source(config.sources))
-    times = pd.to_datetime(nature["time"].values)
+    nature_path = st._path("gridded/nature.zarr")
+    times = pd.to_datetime(xr.open_zarr(nature_path, consolidated=False, chunks=None)["time"].values)
     days = pd.date_range(times[0].floor("D"), times[-1], freq="D")
+    for kind in load_networks(config.osse.networks, amv=has_amv_source(config.sources)):
+        st.fs.makedirs(st._path(f"{RAW}/{kind}"), exist_ok=True)
     files: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     missing: dict[str, int] = {}
-    for i, day in enumerate(days):
-        end = min(day + pd.Timedelta(hours=18), times[-1])
-        sim = simulate_observations(nature, networks, config.osse.error_model, start=day, end=end, kinds=tuple(networks))
-        for kind, table in sim.items():
-            if table.empty:
-                continue
-            rel = f"{RAW}/{kind}/{day:%Y%m%d}.bufr"
-            st.fs.makedirs(st._path(f"{RAW}/{kind}"), exist_ok=True)
-            write_amv_bufr(table, st._path(rel)) if kind == AMV_KIND else write_bufr(table, kind, st._path(rel))
-            files.setdefault(kind, []).append(rel)
-            counts[kind] = counts.get(kind, 0) + len(table)
-            missing[kind] = missing.get(kind, 0) + sim.missing.get(kind, 0)
-        if i % 10 == 0 or i == len(days) - 1:
-            logger.info("simulated day %d of %d (%s): rows so far %s", i + 1, len(days), f"{day:%Y-%m-%d}", counts)
+    # Days are independent (one random generator per kind and nature time): two processes write
+    # them, the results are collected in day order, so the files do not depend on the workers.
+    workers = min(SIMULATE_WORKERS, len(days))
+    args = (nature_path, config.osse.networks, has_amv_source(config.sources), config.osse.error_model, st._path(RAW))
+    work = [(day, min(day + pd.Timedelta(hours=18), times[-1])) for day in days]
+    if workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawn: the parent holds JAX and torch thread pools, which a fork would not carry safely
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_day_worker_init, initargs=args) as pool:
+            results = pool.map(_simulate_day, work)
+            _collect(results, days, files, counts, missing, logger)
+    else:
+        _day_worker_init(*args)
+        _collect(map(_simulate_day, work), days, files, counts, missing, logger)
     manifest = {"key": key, "files": files, "rows": counts, "missing_reports": missing}
     st.write_json(manifest, manifest_path)  # written last: the cache is complete
     return {**manifest, "status": "written"}
+
+
+#: Processes that simulate and write the days of observations.
+SIMULATE_WORKERS = 2
+_DAY: dict[str, Any] = {}
+
+
+def _day_worker_init(nature_path: str, networks_dir: str, amv: bool, error_model, raw_dir: str) -> None:
+    """Open the nature run and load the networks once per worker process."""
+    import xarray as xr
+
+    _DAY.update(nature=xr.open_zarr(nature_path, consolidated=False, chunks=None),
+                networks=load_networks(networks_dir, amv=amv), error_model=error_model, raw_dir=raw_dir)
+
+
+def _simulate_day(work: tuple) -> list[tuple[str, str, int, int]]:
+    """Simulate one day's observations and write one BUFR file per kind; returns
+    ``(kind, path relative to the store, rows, missing reports)`` per file written."""
+    from obscast.components.obs.bufr_writer import write_bufr
+    from obscast.components.osse.simulate import simulate_observations
+
+    day, end = work
+    networks = _DAY["networks"]
+    sim = simulate_observations(_DAY["nature"], networks, _DAY["error_model"], start=day, end=end, kinds=tuple(networks))
+    out = []
+    for kind, table in sim.items():
+        if table.empty:
+            continue
+        rel = f"{RAW}/{kind}/{day:%Y%m%d}.bufr"
+        path = f"{_DAY['raw_dir']}/{kind}/{day:%Y%m%d}.bufr"
+        write_amv_bufr(table, path) if kind == AMV_KIND else write_bufr(table, kind, path)
+        out.append((kind, rel, len(table), int(sim.missing.get(kind, 0))))
+    return out
+
+
+def _collect(results, days, files: dict, counts: dict, missing: dict, logger) -> None:
+    """Fold the per-day results (in day order) into the manifest's files, rows and missing reports."""
+    for i, (day, written) in enumerate(zip(days, results)):
+        for kind, rel, rows, miss in written:
+            files.setdefault(kind, []).append(rel)
+            counts[kind] = counts.get(kind, 0) + rows
+            missing[kind] = missing.get(kind, 0) + miss
+        if i % 10 == 0 or i == len(days) - 1:
+            logger.info("simulated day %d of %d (%s): rows so far %s", i + 1, len(days), f"{day:%Y-%m-%d}", counts)
 
 
 @flow(name="simulate", log_prints=True)

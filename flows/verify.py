@@ -27,7 +27,7 @@ def verify_task(config, version: str | None) -> dict[str, Any]:
     baselines = found[0] if found else None
     if config.osse is not None and config.osse.nwp is not None and baselines is None:
         logger.warning("no stored NWP baseline for this experiment: run `obscast baseline` to score it")
-    result = verify(config, model, data, baselines=baselines)
+    result = verify(config, model, data, baselines=baselines, store=st)
     split = config.experiment.split
     where = f"test members {split.test}" if split.by == "member" else f"the test period {split.test.start:%Y-%m-%d} to {split.test.end:%Y-%m-%d}"
     raw = result["raw"]
@@ -54,6 +54,12 @@ def verify_task(config, version: str | None) -> dict[str, Any]:
             products["station_obs_scores.zarr"] = obs_scores
     if "withheld" in result:
         md += "\n" + to_markdown(result["withheld"], f"RMSE of the model with one source withheld (every {config.verify.withhold_every}th test init)")
+    if "probes" in result:
+        probes = result["probes"]
+        md += "\n" + to_markdown(probes, "Network probes: RMSE with the observing network moved (observations simulated again "
+                                  f"from the nature run at the moved positions, {probes.attrs['n_inits']} test inits; "
+                                  "change % against the unmoved network, positive = worse)")
+        products["probes.csv"] = probes.to_csv().encode()
     png = rmse_vs_lead_png(scores, title=f"{meta['name']} {meta['version']} ({where})")
     products.update({"scores.md": md.encode(), "rmse.png": png})
     urls = write_products(config, ("scores", meta["name"], meta["version"]), products)

@@ -15,6 +15,35 @@ SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 SAMPLES_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "samples.yaml"
 
 
+#: Session fixtures too expensive to build twice: under pytest-xdist every module that uses one runs
+#: on the same worker (the first one named, in this order, when a module uses several).
+SHARED_FIXTURES = ("pipeline_run", "synop_table", "temp_table", "aircraft_table")
+
+
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``-n 2 --dist loadgroup``, the default addopts), keep each test module on
+    one worker (its module-scoped fixtures run once) and put the modules that share an expensive
+    session fixture (:data:`SHARED_FIXTURES`) on the same worker."""
+    modules: dict[str, list] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    for module, tests in modules.items():
+        used = {name for item in tests for name in getattr(item, "fixturenames", ())}
+        group = next((name for name in SHARED_FIXTURES if name in used), module)
+        for item in tests:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    """One torch thread per xdist worker: two workers share the 2 cores (subprocesses keep theirs)."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """Directory holding the real sample files (see data/samples/SOURCES.md)."""

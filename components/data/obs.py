@@ -19,7 +19,7 @@ import torch
 import xarray as xr
 
 from obscast.components.data.fields import LEVEL_VARIABLES, coarsen_fields, interpolate_points, level_channel, point_weights, stack_truth
-from obscast.components.data.statistics import GROSS_SIGMA, STATIC_EXTRA, STATIC_SOURCE, source_key, static_fields
+from obscast.components.data.statistics import GROSS_SIGMA, STATIC_SOURCE, orography_field, source_key, static_fields
 from obscast.components.data.tables import _band_index, _layer_index, prepare_table, window_ends
 
 #: Data variables of the nature run on model levels, and its surface variable.
@@ -270,8 +270,9 @@ class ObsWindowDataset(torch.utils.data.Dataset):
         self.station_latitude = torch.tensor(slat, dtype=torch.float32)
         self.station_longitude = torch.tensor(slon, dtype=torch.float32)
         # observations
-        self.static = torch.from_numpy(static_fields(statistics))
-        self._latitude_fields = self.static[-len(STATIC_EXTRA):]
+        # the orography channel (if the model has one) comes from this truth: a moved mountain moves it
+        self.static = torch.from_numpy(static_fields(statistics, orography_field(truth, statistics)))
+        self._latitude_fields = self.static[len(self.channels):]  # sin/cos latitude (+ orography)
         self.sources: dict[str, _SourceCache] = {}
         for name, table in sorted(tables.items()):
             if name not in statistics["sources"]:
@@ -312,9 +313,9 @@ class ObsWindowDataset(torch.utils.data.Dataset):
         return inputs, self.truth[pos[1:]], self.station_truth[pos[1:]]
 
     def static_batch(self, indices: Sequence[int]) -> torch.Tensor:
-        """Input of the static source for samples ``indices``: (B, channel + 2, lat, lon), the
+        """Input of the static source for samples ``indices``: (B, channel + 2 [+ 1], lat, lon), the
         prior state (climatology, or the analysis at each init time, normalised) plus
-        ``sin``/``cos`` latitude. It is also the model's residual (``residual_source``)."""
+        ``sin``/``cos`` latitude (plus the orography, :func:`orography_field`, in a world with one). It is also the model's residual (``residual_source``)."""
         b = len(indices)
         if self.prior == "climatology":
             return self.static.expand(b, -1, -1, -1)

@@ -63,6 +63,14 @@ GROSS_SIGMA = 8.0
 STATIC_SOURCE = "prior"
 #: Extra static channels appended to the prior state.
 STATIC_EXTRA = ("sin_latitude", "cos_latitude")
+#: Static surface-height field of a gridded target with orography (CF ``surface_altitude``, m;
+#: written by the nature run only in a world with a mountain). When the training target has
+#: it, it is one more static channel after :data:`STATIC_EXTRA`, divided by
+#: :data:`OROGRAPHY_SCALE_M`, taken from the target each dataset is built on (so a model can
+#: be verified on a world whose mountain has moved).
+OROGRAPHY_VARIABLE = "surface_altitude"
+#: Fixed scale of the orography channel, m (not fitted: the same for every world).
+OROGRAPHY_SCALE_M = 1000.0
 #: Default layer centres (Pa) of profile sources: the standard levels 850..250 hPa.
 DEFAULT_PRESSURE_LEVELS = (85000.0, 70000.0, 50000.0, 40000.0, 30000.0, 25000.0)
 STATISTICS_VERSION = 1
@@ -174,7 +182,8 @@ def fit_statistics(
     dict
         JSON-ready: ``version``, ``window_hours``, ``train_period`` (ISO start, end),
         ``grid`` {``channels``, ``mean``, ``std``, ``latitude``, ``longitude`` (output grid),
-        ``climatology_kind``, ``climatology`` (channel, lat) or (channel, lat, lon) normalised},
+        ``climatology_kind``, ``climatology`` (channel, lat) or (channel, lat, lon) normalised,
+        and ``orography_scale_m`` only when ``truth`` has :data:`OROGRAPHY_VARIABLE`},
         ``sources`` {name: {``variables``, ``pressure_levels``, ``lat_band_deg``, ``mean``
         (band, layer, variable), ``std`` (layer, variable)}}.
 
@@ -244,6 +253,7 @@ def fit_statistics(
             "longitude": clon.tolist(),
             "climatology_kind": climatology,
             "climatology": np.asarray(clim_norm, np.float32).tolist(),
+            **({"orography_scale_m": OROGRAPHY_SCALE_M} if OROGRAPHY_VARIABLE in truth.data_vars else {}),
         },
         "sources": sources,
         "excluded_sources": excluded,
@@ -259,13 +269,72 @@ def climatology_field(statistics: Mapping[str, Any]) -> np.ndarray:
     return clim
 
 
-def static_fields(statistics: Mapping[str, Any]) -> np.ndarray:
-    """Input of the static source: normalised climatology plus sin/cos latitude,
-    (channel + 2, lat, lon) float32 on the output grid."""
+def orography_field(truth: xr.Dataset, statistics: Mapping[str, Any]) -> np.ndarray | None:
+    """The orography channel of the static source for gridded target ``truth``.
+
+    Parameters
+    ----------
+    truth : xarray.Dataset
+        Gridded target; its :data:`OROGRAPHY_VARIABLE` (latitude, longitude), m, if any.
+    statistics : dict
+        From :func:`fit_statistics`; sets the output grid (``coarsen``) and whether the model
+        has an orography channel (``grid.orography_scale_m``).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        None when the model has no orography channel (the training target was flat); else
+        (lat, lon) float32 surface height on the output grid (area-averaged like the truth,
+        latitudes ascending) divided by ``orography_scale_m``; zeros when ``truth`` has no
+        :data:`OROGRAPHY_VARIABLE` (a nature run stores none for a flat world).
+    """
+    g = statistics["grid"]
+    scale = g.get("orography_scale_m")
+    if scale is None:
+        return None
+    shape = (len(g["latitude"]), len(g["longitude"]))
+    if OROGRAPHY_VARIABLE not in truth.data_vars:
+        return np.zeros(shape, np.float32)
+    h = np.asarray(truth[OROGRAPHY_VARIABLE].transpose("latitude", "longitude").values, np.float32)
+    lat = np.asarray(truth["latitude"].values, float)
+    if lat[0] > lat[-1]:
+        h, lat = h[::-1], lat[::-1]
+    out = coarsen_fields(np.ascontiguousarray(h), lat, int(g["coarsen"])) / np.float32(scale)
+    if out.shape != shape:
+        raise ValueError(f"{OROGRAPHY_VARIABLE} of shape {h.shape} coarsens to {out.shape}, not the output grid {shape}")
+    return out.astype(np.float32)
+
+
+def static_fields(statistics: Mapping[str, Any], orography: np.ndarray | None = None) -> np.ndarray:
+    """Input of the static source: normalised climatology plus sin/cos latitude (plus the
+    orography channel when the model has one), (channel + 2 [+ 1], lat, lon) float32 on the
+    output grid.
+
+    Parameters
+    ----------
+    statistics : dict
+        From :func:`fit_statistics`.
+    orography : numpy.ndarray, optional
+        (lat, lon) from :func:`orography_field`; required exactly when ``statistics`` has
+        ``grid.orography_scale_m``.
+
+    Raises
+    ------
+    ValueError
+        If the orography channel is missing or unexpected.
+    """
     g = statistics["grid"]
     clim = climatology_field(statistics)
     phi = np.deg2rad(np.asarray(g["latitude"], np.float32))[:, None] * np.ones((1, clim.shape[-1]), np.float32)
-    return np.concatenate([clim, np.sin(phi)[None], np.cos(phi)[None]], axis=0).astype(np.float32)
+    parts = [clim, np.sin(phi)[None], np.cos(phi)[None]]
+    if ("orography_scale_m" in g) != (orography is not None):
+        raise ValueError(
+            f"the model {'has' if 'orography_scale_m' in g else 'has no'} {OROGRAPHY_VARIABLE} static channel "
+            f"but orography was {'not ' if orography is None else ''}given (see orography_field)"
+        )
+    if orography is not None:
+        parts.append(np.asarray(orography, np.float32)[None])
+    return np.concatenate(parts, axis=0).astype(np.float32)
 
 
 def static_source_spec(statistics: Mapping[str, Any]) -> dict[str, Any]:
@@ -273,7 +342,7 @@ def static_source_spec(statistics: Mapping[str, Any]) -> dict[str, Any]:
     g = statistics["grid"]
     return {
         "type": "gridded",
-        "variables": list(g["channels"]) + list(STATIC_EXTRA),
+        "variables": list(g["channels"]) + list(STATIC_EXTRA) + ([OROGRAPHY_VARIABLE] if "orography_scale_m" in g else []),
         "in_lat": list(g["latitude"]),
         "in_lon": list(g["longitude"]),
     }

@@ -16,7 +16,9 @@ import pandas as pd
 #: Columns of observation tables that are coordinates or metadata, never values.
 COORDINATE_COLUMNS = ("time", "latitude", "longitude", "station_id", "pressure", "height", "channel", "surface_altitude",
                       # AMV metadata (obscast.components.obs.readers.amv.AMV_METADATA_COLUMNS)
-                      "satellite_channel_centre_frequency", "wind_computation_method", "quality_indicator")
+                      "satellite_channel_centre_frequency", "wind_computation_method", "quality_indicator",
+                      # the ingest's QC flags (obscast.components.obs.qc): metadata, never a model input
+                      "qc")
 #: Value columns used by default per source (kind) name; other sources use every numeric
 #: non-coordinate column that is not derived (:data:`DERIVED_COLUMNS`) and not all-NaN.
 DEFAULT_VARIABLES: dict[str, tuple[str, ...]] = {
@@ -26,7 +28,6 @@ DEFAULT_VARIABLES: dict[str, tuple[str, ...]] = {
 }
 #: Columns that duplicate others (wind speed and direction are the same as u, v).
 DERIVED_COLUMNS = ("wind_speed", "wind_from_direction")
-#: Columns that duplicate others (wind speed and direction are the same as u, v).
 
 
 def prepare_table(

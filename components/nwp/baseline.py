@@ -171,7 +171,7 @@ def run_baseline(
     from obscast.components.osse.dycore import build_dycore
 
     d42 = build_dycore(nature_cfg.truncation, nature_cfg.n_sigma_layers, nature_cfg.dt_minutes, nature_cfg.steps_per_output,
-                       tuple(nature_cfg.level_indices()))
+                       tuple(nature_cfg.level_indices()), **nature_cfg.world_kwargs())
     template42 = d42["init_fn"](rng_key=jax.random.PRNGKey(0))
     diffs = lagged_differences(lambda s: d42["advance"](s)[0], template42, {f: states[f][pick] for f in FIELDS})
     base_b = SpectralCovariance.estimate(diffs, np.asarray(d42["coords"].horizontal.mask))

@@ -204,10 +204,13 @@ def build_twins(nature_cfg: Any, covariance: SpectralCovariance, fraternal_trunc
 
     levels = tuple(nature_cfg.level_indices())
     sigma = np.asarray(nature_cfg.output_sigma_levels, np.float64)
-    d42 = build_dycore(nature_cfg.truncation, nature_cfg.n_sigma_layers, nature_cfg.dt_minutes, nature_cfg.steps_per_output, levels)
+    # the nature run's world (orography, Held-Suarez knobs): the twins run the same physics
+    d42 = build_dycore(nature_cfg.truncation, nature_cfg.n_sigma_layers, nature_cfg.dt_minutes, nature_cfg.steps_per_output, levels,
+                       **nature_cfg.world_kwargs())
     v42 = Var3D(d42, covariance, sigma, max_iterations, background_check)
     identical = Twin("nwp_identical_twin", d42, v42, lambda s: s)
-    d21 = build_dycore(fraternal_truncation, nature_cfg.n_sigma_layers, nature_cfg.dt_minutes, nature_cfg.steps_per_output, levels)
+    d21 = build_dycore(fraternal_truncation, nature_cfg.n_sigma_layers, nature_cfg.dt_minutes, nature_cfg.steps_per_output, levels,
+                       **nature_cfg.world_kwargs())
     m21, l21 = d21["coords"].horizontal.modal_shape
     m42, l42 = d42["coords"].horizontal.modal_shape
     v21 = Var3D(d21, covariance.truncated(m21, l21), sigma, max_iterations, background_check)

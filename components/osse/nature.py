@@ -33,6 +33,9 @@ Store layout (``store_path``, zarr v3, unconsolidated metadata):
 ``northward_wind`` (time, level, latitude, longitude), m s-1
 ``geopotential`` (time, level, latitude, longitude), m2 s-2
 ``surface_air_pressure`` (time, latitude, longitude), Pa
+``surface_altitude`` (latitude, longitude), m -- only in a world with orography
+(``orography`` set): the surface height the dycore sees (after its spectral
+filtering and truncation); a store without it is a flat world (height 0)
 
 ``level`` holds sigma = p / p_s at layer mid-points (dimensionless, CF
 ``atmosphere_sigma_coordinate`` with model top at p = 0), ``latitude`` the
@@ -56,7 +59,15 @@ from typing import TYPE_CHECKING, Any, Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from obscast.components.osse.dycore import _FILTER_CUTOFF, _FILTER_ORDER, _FILTER_TAU_NONDIM, build_dycore, to_si
+from obscast.components.osse.dycore import (
+    _FILTER_CUTOFF,
+    _FILTER_ORDER,
+    _FILTER_TAU_NONDIM,
+    HS_DELTA_T_Y_K,
+    build_dycore,
+    held_suarez_temperatures,
+    to_si,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import xarray as xr
@@ -64,6 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "GRID_SHAPES",
     "NatureRunConfig",
+    "OrographyConfig",
     "ProgressCallback",
     "config_hash",
     "load_states",
@@ -91,6 +103,63 @@ _BLOCK_SNAPSHOTS = 40
 
 ProgressCallback = Callable[[str, float, float], None]
 """``progress(phase, done_days, total_days)``; ``phase`` is ``"spinup"`` or ``"run"``."""
+
+
+class OrographyConfig(BaseModel):
+    """An idealised mountain in the nature run (``osse.nature.orography``).
+
+    The Held-Suarez world is zonally and hemispherically symmetric; a mountain breaks both,
+    so a model that learned *where* rather than *what* can be caught by moving it
+    (:meth:`rotated`, :meth:`mirrored`).  Shapes are those of
+    :func:`obscast.components.osse.dycore.idealised_orography`.
+
+    Attributes
+    ----------
+    shape : {"gaussian", "ridge"}
+        ``"gaussian"``: isolated circular mountain ``H exp(-(r / W)^2)``; ``"ridge"``: a
+        north-south ridge ``H exp(-(x / W)^2 - (y / L)^2)`` (x zonal, y meridional distance).
+    latitude_deg : float
+        Centre latitude, degrees north, in [-90, 90].
+    longitude_deg : float
+        Centre longitude, degrees east (any convention; normalised to [0, 360)).
+    height_m : float
+        Peak height before spectral filtering, m (0 < H <= 8000).
+    width_km : float
+        e-folding half-width ``W``, km (> 0; resolve it: at T21 the grid spacing is ~625 km).
+    length_km : float or None
+        e-folding half-length ``L`` along a ridge, km; required for ``"ridge"``, not allowed
+        for ``"gaussian"``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: Literal["gaussian", "ridge"] = Field(default="gaussian", description="'gaussian' (circular mountain) or 'ridge' (north-south ridge)")
+    latitude_deg: float = Field(default=45.0, ge=-90.0, le=90.0, description="centre latitude, degrees_north")
+    longitude_deg: float = Field(default=90.0, description="centre longitude, degrees_east (normalised to [0, 360))")
+    height_m: float = Field(default=2000.0, gt=0.0, le=8000.0, description="peak surface height before spectral filtering, m")
+    width_km: float = Field(default=1500.0, gt=0.0, description="e-folding half-width, km")
+    length_km: float | None = Field(default=None, gt=0.0, description="e-folding half-length along a ridge, km (ridge only)")
+
+    @field_validator("longitude_deg")
+    @classmethod
+    def _wrap_longitude(cls, value: float) -> float:
+        return float(np.mod(value, 360.0))
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> OrographyConfig:
+        if self.shape == "ridge" and self.length_km is None:
+            raise ValueError("orography.shape 'ridge' needs length_km (e-folding half-length along the ridge, km)")
+        if self.shape == "gaussian" and self.length_km is not None:
+            raise ValueError("orography.length_km is for shape 'ridge' only; a 'gaussian' mountain is circular")
+        return self
+
+    def rotated(self, degrees: float) -> OrographyConfig:
+        """The same mountain moved ``degrees`` east in longitude."""
+        return self.model_copy(update={"longitude_deg": float(np.mod(self.longitude_deg + degrees, 360.0))})
+
+    def mirrored(self) -> OrographyConfig:
+        """The same mountain mirrored to the other hemisphere (latitude -> -latitude)."""
+        return self.model_copy(update={"latitude_deg": -self.latitude_deg})
 
 
 class NatureRunConfig(BaseModel):
@@ -134,6 +203,17 @@ class NatureRunConfig(BaseModel):
     start_time : datetime
         Valid time of the first stored snapshot (end of spin-up), naive UTC.
         Timezone-aware values are converted to UTC.
+    orography : OrographyConfig or None
+        An idealised mountain (stored as ``surface_altitude``); None (default) is
+        today's flat Held-Suarez world.
+    equilibrium_warming_k : float
+        Shift of the area-mean surface Held-Suarez radiative-equilibrium temperature, K
+        (default 0; e.g. 4 for a warm climate).  Moves ``maxT`` (see
+        :func:`obscast.components.osse.dycore.held_suarez_temperatures`).
+    equator_pole_contrast_k : float
+        Equator-to-pole contrast ``dTy`` of the surface equilibrium temperature, K (default
+        60, Held & Suarez 1994); changing it keeps the area mean (``maxT`` moves by a third
+        of the change).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -148,6 +228,13 @@ class NatureRunConfig(BaseModel):
     state_interval_hours: PositiveInt = 24
     seed: int = 0
     start_time: datetime = datetime(2000, 1, 1, 0, 0)
+    orography: OrographyConfig | None = Field(default=None, description="idealised mountain; None = flat world")
+    equilibrium_warming_k: float = Field(
+        default=0.0, ge=-30.0, le=30.0, description="shift of the mean surface Held-Suarez equilibrium temperature, K"
+    )
+    equator_pole_contrast_k: float = Field(
+        default=HS_DELTA_T_Y_K, ge=0.0, le=150.0, description="equator-to-pole contrast dTy of the surface equilibrium temperature, K"
+    )
 
     @field_validator("start_time")
     @classmethod
@@ -234,6 +321,16 @@ class NatureRunConfig(BaseModel):
             idx.append(k)
         return idx
 
+    def world_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`obscast.components.osse.dycore.build_dycore` that set
+        the world (orography and Held-Suarez knobs); pass them wherever the nature run's
+        dycore is rebuilt (e.g. the NWP baseline) so it runs in the same world."""
+        return {
+            "orography": self.orography,
+            "equilibrium_warming_k": self.equilibrium_warming_k,
+            "equator_pole_contrast_k": self.equator_pole_contrast_k,
+        }
+
     def times(self) -> np.ndarray:
         """Valid times of the stored snapshots, ``datetime64[ns]``, shape (n_snapshots,)."""
         t0 = np.datetime64(self.start_time, "ns")
@@ -259,11 +356,21 @@ def config_hash(cfg: NatureRunConfig) -> str:
         First 16 hex digits of the SHA-256 of the canonical JSON of ``cfg``
         (sorted keys) together with :data:`NATURE_SCHEMA_VERSION`.  It does
         not depend on the installed dinosaur/JAX versions (those are recorded
-        in the store attributes instead).
+        in the store attributes instead).  The world keys (:data:`_WORLD_KEYS`)
+        enter only when they differ from their defaults, so a flat, unwarmed
+        world keeps the hash it had before they existed (its cached store stays valid).
     """
-    payload = {"schema": NATURE_SCHEMA_VERSION, "config": cfg.model_dump(mode="json")}
+    config = cfg.model_dump(mode="json")
+    for name in _WORLD_KEYS:
+        if config[name] == NatureRunConfig.model_fields[name].default:
+            del config[name]
+    payload = {"schema": NATURE_SCHEMA_VERSION, "config": config}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+#: Keys that select the world (orography, climate knobs): hashed only when not default.
+_WORLD_KEYS = ("orography", "equilibrium_warming_k", "equator_pole_contrast_k")
 
 
 # --------------------------------------------------------------------- caching
@@ -319,6 +426,11 @@ def _block_dataset(
     for name, attrs in _VAR_ATTRS.items():
         dims = dims4 if fields[name].ndim == 4 else ("time", "latitude", "longitude")
         data_vars[name] = xr.Variable(dims, fields[name], attrs=dict(attrs))
+    if cfg.orography is not None:
+        data_vars["geopotential"].attrs["comment"] = (
+            "hydrostatic, dinosaur primitive_equations.get_geopotential_on_sigma (the dycore's vertical "
+            "discretisation), including the surface geopotential g * surface_altitude"
+        )
     coords = {
         "time": xr.Variable("time", times, attrs={"standard_name": "time", "axis": "T"}),
         "level": xr.Variable(
@@ -357,6 +469,16 @@ def _block_dataset(
     return xr.Dataset(data_vars, coords=coords)
 
 
+_OROGRAPHY_ATTRS = {
+    "standard_name": "surface_altitude",
+    "long_name": "surface height of the idealised orography as seen by the dycore",
+    "units": "m",
+    "comment": "obscast.components.osse.dycore.idealised_orography, filtered with dinosaur "
+    "filtered_modal_orography (exponential filter) and truncated_modal_orography; surface geopotential = "
+    "9.80616 m s-2 x surface_altitude",
+}
+
+
 def _store_attrs(cfg: NatureRunConfig, digest: str) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -366,9 +488,13 @@ def _store_attrs(cfg: NatureRunConfig, digest: str) -> dict[str, Any]:
         except PackageNotFoundError:
             return "unknown"
 
+    max_t, d_ty = held_suarez_temperatures(cfg.equilibrium_warming_k, cfg.equator_pole_contrast_k)
     return {
         "Conventions": "CF-1.10",
         "title": "obscast Held-Suarez nature run",
+        "held_suarez_maxT_K": max_t,
+        "held_suarez_dTy_K": d_ty,
+        "orography": "none (flat)" if cfg.orography is None else cfg.orography.model_dump_json(),
         "source": f"dinosaur {_version('dinosaur')} (jax {_version('jax')}): dry primitive equations on "
         f"{cfg.n_sigma_layers} equidistant sigma layers, {cfg.truncation}, imex_rk_sil3, "
         f"dt {cfg.dt_minutes:g} min, exponential filter (tau {_FILTER_TAU_NONDIM} nondim, order "
@@ -394,7 +520,8 @@ def _generate(
     import zarr
 
     model = build_dycore(
-        cfg.truncation, cfg.n_sigma_layers, cfg.dt_minutes, cfg.steps_per_output, tuple(cfg.level_indices())
+        cfg.truncation, cfg.n_sigma_layers, cfg.dt_minutes, cfg.steps_per_output, tuple(cfg.level_indices()),
+        **cfg.world_kwargs(),
     )
     jax = model["jax"]
     coords = model["coords"]
@@ -463,6 +590,12 @@ def _generate(
                     f"{times[written + len(buffer) - 1]}; reduce dt_minutes"
                 )
             ds = _block_dataset(cfg, fields, times[written : written + len(buffer)], lat_deg, lon_deg)
+            if cfg.orography is not None and written == 0:
+                # static field, written with the first block only (no time dimension)
+                import xarray as xr
+
+                altitude = np.swapaxes(model["surface_altitude_m"], 0, 1)[lat_order, :].astype(np.float32)
+                ds["surface_altitude"] = xr.Variable(("latitude", "longitude"), altitude, attrs=dict(_OROGRAPHY_ATTRS))
             # xarray rewrites the group attributes on every append: attach them to each block.
             ds.attrs.update(attrs)
             if written == 0:

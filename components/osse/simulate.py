@@ -130,6 +130,7 @@ __all__ = [
     "STANDARD_LEVELS_PA",
     "SimulatedObservations",
     "brightness_weights",
+    "footprint_stride",
     "simulate_observations",
 ]
 
@@ -293,6 +294,17 @@ def _satellite_replay(net: pd.DataFrame, nature: _Nature, periods: np.ndarray, s
     return pd.concat(parts, ignore_index=True)
 
 
+def footprint_stride(n_footprints: int, n_channels: int, satellite_rows_per_day: int = 20000) -> int:
+    """Stride of the replayed fields of view: every ``stride``-th one of the orbit is used.
+
+    ``stride = max(1, ceil(orbits_per_day * n_footprints * n_channels / satellite_rows_per_day))``
+    with ``orbits_per_day = 1 day /`` :data:`ORBIT_PERIOD`, so that at most
+    ``satellite_rows_per_day`` satellite rows are made per day (before missing reports).
+    """
+    orbits_per_day = 86400.0 / ORBIT_PERIOD.total_seconds()
+    return max(1, math.ceil(orbits_per_day * n_footprints * n_channels / satellite_rows_per_day))
+
+
 # ------------------------------------------------------------ per kind
 def _sample_levels(nature: _Nature, f: dict[str, np.ndarray], h: _Horizontal, pressure: np.ndarray
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -387,6 +399,7 @@ def simulate_observations(
     *,
     kinds: tuple[str, ...] = KINDS,
     satellite_rows_per_day: int = 20000,
+    satellite_stride: int | None = None,
 ) -> SimulatedObservations:
     """Simulate SYNOP, TEMP, aircraft and satellite observations from a nature run.
 
@@ -415,6 +428,10 @@ def simulate_observations(
         Upper bound of satellite rows per day before missing reports; the
         orbit's fields of view are thinned to every ``stride``-th one with
         ``stride = ceil(orbits_per_day * n_fov * n_channels / satellite_rows_per_day)``.
+    satellite_stride : int, optional
+        Use this stride instead of the one from ``satellite_rows_per_day`` (the network probes of
+        :mod:`obscast.components.osse.probes` keep the unmoved network's stride, so that a thinned
+        footprint list gives fewer rows instead of a finer stride).
 
     Returns
     -------
@@ -465,8 +482,7 @@ def simulate_observations(
     if "satellite" in kinds:
         net = networks["satellite"]
         n_ch = len(nat.sigma)
-        orbits_per_day = 86400.0 / ORBIT_PERIOD.total_seconds()
-        stride = max(1, math.ceil(orbits_per_day * len(net) * n_ch / satellite_rows_per_day))
+        stride = satellite_stride or footprint_stride(len(net), n_ch, satellite_rows_per_day)
         replay = _satellite_replay(net, nat, periods, stride)
         replay["_report"] = np.arange(len(replay))
         for t, d in replay.groupby("_t", sort=True):

@@ -85,8 +85,9 @@ class Store:
         return self.url(*parts)
 
     def read_bytes(self, *parts: str) -> bytes:
-        with self.fs.open(self._path(*parts), "rb") as f:
-            return f.read()
+        """The whole object in one request (on S3 one GET: an object replaced meanwhile is read
+        whole, old or new, never a stale-ETag error between a HEAD and a ranged GET)."""
+        return self.fs.cat_file(self._path(*parts))
 
     def write_json(self, obj: Any, *parts: str) -> str:
         return self.write_bytes(json.dumps(obj, indent=2, sort_keys=True, default=str).encode(), *parts)

@@ -142,7 +142,7 @@ def _table(result: dict[str, Any], key: str, systems: dict[str, str], channels: 
 
 
 def verify(config: Config, model: ObsCastModel, data: ExperimentData, cache=None, withhold: bool = True,
-           baselines: dict[str, xr.Dataset] | None = None) -> dict[str, Any]:
+           baselines: dict[str, xr.Dataset] | None = None, store=None) -> dict[str, Any]:
     """Scores on the test split: gridded (model, persistence, climatology), stations, and per withheld source.
 
     Returns
@@ -151,7 +151,10 @@ def verify(config: Config, model: ObsCastModel, data: ExperimentData, cache=None
         ``gridded``: DataFrame (channel, lead) x systems; ``stations``: DataFrame (channel, lead)
         x (decoder, interpolated) (when the target has stations); ``withheld``: DataFrame
         (channel, lead) x sources with the model's RMSE when that source is left out (every
-        ``verify.withhold_every``-th test init; not when 0); ``raw``: the :func:`evaluate` output
+        ``verify.withhold_every``-th test init, ``verify.withhold_steps`` leads; not when 0);
+        ``probes``: with ``verify.probes`` and a ``store`` holding the OSSE's nature run, the
+        network-probe table of :func:`obscast.components.verification.probes.probe_scores`;
+        ``raw``: the :func:`evaluate` output
         (with ``baselines``, e.g. the NWP twins of :func:`obscast.components.nwp.baseline.experiment_baseline`,
         scored beside the model; with a station source, station scores against its reports too).
 
@@ -184,18 +187,23 @@ def verify(config: Config, model: ObsCastModel, data: ExperimentData, cache=None
     used = [n for n in data.tables if n in data.statistics["sources"]]
     if withhold and v.withhold_every > 0 and used:
         every = v.withhold_every
+        steps = min(v.withhold_steps or n_steps, n_steps)
         columns = {}
         for name in [None, *used]:
             label = "all sources" if name is None else f"without {name}"
             if cycling:
-                r = evaluate(model, data.test, n_steps, climatology=None, max_stations=0, device=config.train.device,
+                r = evaluate(model, data.test, steps, climatology=None, max_stations=0, device=config.train.device,
                              cache=cache, spinup=spinup, every=every, keep=None if name is None else {name: 0.0})
             else:
                 tables = {k: t for k, t in data.tables.items() if k != name}
                 sub = _every(config, data, tables, every)
-                r = evaluate(model, sub, n_steps, climatology=None, max_stations=0, device=config.train.device)
+                r = evaluate(model, sub, steps, climatology=None, max_stations=0, device=config.train.device)
             columns[label] = _table(r, "rmse", {"model": "model"}, channels)["model"]
         out["withheld"] = pd.DataFrame(columns)
+    if v.probes and store is not None and config.osse is not None:
+        from obscast.components.verification.probes import probe_scores
+
+        out["probes"] = probe_scores(config, model, data, store, v.probes, v.probe_every, v.probe_steps)
     return out
 
 

@@ -42,6 +42,10 @@ def test_tiny_osse_end_to_end(osse_run):
         assert f"| {name} |" in result["markdown"]
     assert "Analysis error (lead 0)" in result["markdown"]
     assert "Against the synop reports" in result["markdown"]
+    # Network probes (issue 14): the observing network moved, the model scored unchanged.
+    assert "Network probes" in result["markdown"] and "rotate180 change %" in result["markdown"]
+    probes = (Path(result["table"]).parent / "probes.csv").read_text()
+    assert "rotate180 change %" in probes and "thin50 change %" in probes and "unmoved" in probes
     scores = xr.open_zarr(Path(result["scores"]), consolidated=False)
     assert {"nwp_identical_twin", "nwp_fraternal_twin"} <= set(scores["system"].values.tolist())
     assert np.isfinite(scores["rmse"].sel(system="nwp_identical_twin").values).all()

@@ -141,8 +141,12 @@ def _pipeline_runs(client, result) -> tuple:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     scores = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["verification-scores"])))
-    verify = client.read_flow_run([a for a in scores if result["plot"] in a.data][-1].flow_run_id)
-    return verify, client.read_task_run(verify.parent_task_run_id).flow_run_id
+    # Other tests (deployments) verify the same store again in runs of their own; only the
+    # pipeline's verify run is a subflow, with a parent task run.
+    runs = [client.read_flow_run(a.flow_run_id) for a in scores if result["plot"] in a.data]
+    verify = [run for run in runs if run.parent_task_run_id is not None]
+    assert verify, f"no verify subflow run among the {len(runs)} runs that published this store's scores"
+    return verify[-1], client.read_task_run(verify[-1].parent_task_run_id).flow_run_id
 
 
 def test_run_pages_show_progress_and_table_artifacts(pipeline_run, prefect_api):
@@ -160,7 +164,9 @@ def test_run_pages_show_progress_and_table_artifacts(pipeline_run, prefect_api):
         table = table[0]
         # The training's progress artifact: the one of this pipeline's train subflow.
         bars = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["train-obscast-era5-progress"])))
-        ours = [a for a in bars if client.read_task_run(client.read_flow_run(a.flow_run_id).parent_task_run_id).flow_run_id == pipeline_id]
+        # Other tests train in runs of their own (retrain, deployments): only subflows have a parent task run.
+        parents = {a.id: client.read_flow_run(a.flow_run_id).parent_task_run_id for a in bars}
+        ours = [a for a in bars if parents[a.id] is not None and client.read_task_run(parents[a.id]).flow_run_id == pipeline_id]
         assert len(ours) == 1, f"expected one progress artifact of the pipeline's training, found {len(ours)}"
         bar = ours[0]
         train = client.read_flow_run(bar.flow_run_id)

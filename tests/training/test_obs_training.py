@@ -84,6 +84,10 @@ def test_prepare_table_pivots_channels_and_fills_pressure(setup):
     assert "surface_altitude" not in sv and "wind_speed" not in sv
     with pytest.raises(ValueError, match="lacks columns"):
         prepare_table(tables["synop"].drop(columns="latitude"))
+    # The ingest's QC flags are metadata, never model inputs (a source without default variables).
+    flagged = tables["satellite"].assign(qc=np.uint8(1))
+    _, fv = prepare_table(flagged, name="my_satellite")
+    assert fv == variables
 
 
 def test_statistics_from_training_period_only(setup, nature):
