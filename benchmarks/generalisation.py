@@ -217,11 +217,22 @@ def table(columns: dict[str, dict[tuple[str, int], tuple[float, float]]], refere
     return "\n".join(lines)
 
 
+
+def _train_on(name: str, cfg, workdir: Path, networks: dict[str, pd.DataFrame]):
+    """Simulate the world of ``cfg`` (cached in ``workdir``), train the model on it; returns (model in eval mode, datasets)."""
+    from obscast.components.data.experiment import build_datasets
+    from obscast.components.training.workflow import train_model
+
+    world = World(name, cfg, workdir, networks)
+    data = build_datasets(cfg, world.tables, world.truth)
+    t0 = time.perf_counter()
+    model, *_ = train_model(cfg, data)
+    print(f"  trained on the {name} world in {time.perf_counter() - t0:.0f} s", flush=True)
+    return model.eval(), data
+
 def moved_mountain(scale: Scale, workdir: Path, networks: dict[str, pd.DataFrame]) -> str:
     """Train on the mountain world, verify on it and on the rotated and mirrored worlds."""
-    from obscast.components.data.experiment import build_datasets
     from obscast.components.osse.nature import OrographyConfig
-    from obscast.components.training.workflow import train_model
 
     mountain = OrographyConfig(**MOUNTAIN)
     worlds = {
@@ -230,12 +241,7 @@ def moved_mountain(scale: Scale, workdir: Path, networks: dict[str, pd.DataFrame
         "mirrored": mountain.mirrored(),
     }
     cfg = make_config(scale, {"orography": mountain.model_dump()}, workdir)
-    home = World("mountain", cfg, workdir, networks)
-    data = build_datasets(cfg, home.tables, home.truth)
-    t0 = time.perf_counter()
-    model, *_ = train_model(cfg, data)
-    print(f"  trained on the mountain world in {time.perf_counter() - t0:.0f} s", flush=True)
-    model.eval()
+    model, data = _train_on("mountain", cfg, workdir, networks)
     cols = {"unmoved": scores(cfg, model, data, scale)}
     for name, oro in worlds.items():
         if name == "unmoved":
@@ -253,12 +259,7 @@ def warm_climate(scale: Scale, workdir: Path, networks: dict[str, pd.DataFrame])
     from obscast.components.training.workflow import train_model
 
     cfg = make_config(scale, {}, workdir)
-    control = World("control", cfg, workdir, networks)
-    data = build_datasets(cfg, control.tables, control.truth)
-    t0 = time.perf_counter()
-    model, *_ = train_model(cfg, data)
-    print(f"  trained on the control world in {time.perf_counter() - t0:.0f} s", flush=True)
-    model.eval()
+    model, data = _train_on("control", cfg, workdir, networks)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     warm_cfg = make_config(scale, {"equilibrium_warming_k": WARMING_K}, workdir)
     warm = World(f"+{WARMING_K:g} K", warm_cfg, workdir, networks)

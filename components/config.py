@@ -24,7 +24,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from obscast.components.errors import ConfigError
-from obscast.components.osse.nature import NatureRunConfig
+from obscast.components.osse.nature_config import NatureRunConfig
 from obscast.components.osse.errors import ErrorModel
 from obscast.components.nwp.baseline import NwpBaselineConfig
 

@@ -1,6 +1,6 @@
 """SetConv encoder: scattered observations onto the latent grid (Aardvark-style).
 
-Each observation spreads onto every grid cell with a Gaussian weight of its great-circle distance
+Each observation spreads onto every grid cell with a Gaussian weight of its chord distance
 (Gordon et al. 2020, "Convolutional Conditional Neural Processes", ICLR; Allen et al. 2025,
 "End-to-end data-driven weather prediction", Nature 641:1172). Per variable (and pressure layer)
 the encoder forms a density channel ``sum_n w`` and a value channel

@@ -5,7 +5,7 @@
   encoder, gridded decoder, residual path). Outside the network the same interpolation, with
   the same dateline and pole treatment, is :mod:`obscast.components.data.interp` (xarray).
 * :func:`gaussian_scatter` / :func:`gaussian_gather`: Gaussian-kernel SetConv between scattered
-  points and grid cells using great-circle distance (Gordon et al. 2020, "Convolutional Conditional
+  points and grid cells using chord (scatter) and great-circle (gather) distance (Gordon et al. 2020, "Convolutional Conditional
   Neural Processes", ICLR; Allen et al. 2025, "End-to-end data-driven weather prediction",
   Nature 641:1172, the Aardvark encoder and decoder).
 """
@@ -221,11 +221,13 @@ def gaussian_scatter(
         # Chord distance c = |x - y| = sqrt(2 (1 - x . y)) on the unit sphere, so the exponent
         # -c^2 R^2 / (2 l^2) = a (x . y - 1) with a = (R / l)^2 is one matrix product: no arccos
         # (2.5x faster than the great-circle form). The chord is within 1 % of the great-circle
-        # distance out to 5 lengthscales of 625 km, where the weight is below 4e-6. The exponent is
-        # floored at -80 (w >= 2e-35): no float32 denormals, which are very slow on CPUs.
+        # distance out to 5 lengthscales of 625 km, where the weight is below 4e-6. Below an
+        # exponent of -80 (w < 2e-35) the weight is exactly 0: cells no observation reaches stay
+        # exactly zero, and there are no float32 denormals, which are very slow on CPUs.
         with torch.autocast(device_type=la.device.type, enabled=False):  # bf16 would cost ~500 km
             a = (EARTH_RADIUS_KM / ls.float()) ** 2
-            w = torch.matmul(unit_vectors(la.float(), lo.float()) * a, grid_xyz.float()).sub_(a).clamp_(min=-80.0).exp_()
+            arg = torch.matmul(unit_vectors(la.float(), lo.float()) * a, grid_xyz.float()).sub_(a)
+            w = torch.threshold(arg, -80.0, float("-inf")).exp_()
             return torch.einsum("bnk,bnf->bfk", w, fe.float())
 
     rows = max(1, max_elements // max(1, b * k))

@@ -8,13 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import xarray as xr
 from obscast.components.config import Config
-from obscast.components.data.interp import PointInterpolator
 from obscast.components.data.statistics import fit_statistics
 from obscast.components.data.tables import prepare_table
 from obscast.components.errors import ObscastError
-from obscast.components.model.assembly import build_model_args
 from obscast.components.model.ensemble import (
     ensemble_forecast,
     ensemble_hindcasts,
@@ -24,12 +21,11 @@ from obscast.components.model.ensemble import (
     perturb_tables,
     station_ensemble_product,
 )
-from obscast.components.model.model import ObsCastModel
 from obscast.components.osse.errors import ErrorModel
 from obscast.components.training.workflow import forecast_at
 from obscast.components.verification.ensemble import ensemble_scores
 
-SMALL = {"n_lat": 8, "n_lon": 16, "latent_channels": 8, "processor_hidden": 8, "n_blocks": 1, "decoder_hidden": 8, "encoder_hidden": 8}
+from tests.synthetic import perturbed_model, wave_world
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -38,37 +34,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def setup():
     """A smooth random 'reanalysis' on a 16 x 32 grid (4 days, 6-hourly), SYNOP reports of ps and
     the lowest level at 30 stations, an experiment configuration and a tiny perturbed cycling model."""
-    rng = np.random.default_rng(0)
-    times = pd.date_range("2000-01-01", periods=16, freq="6h")
-    lat = -90 + 180 / 16 * (np.arange(16) + 0.5)
-    lon = np.arange(32) * 360 / 32
-    phi, lam = np.deg2rad(lat)[:, None], np.deg2rad(lon)[None]
-    k = np.arange(len(times))[:, None, None, None]
-    wave = np.cos(phi) * np.cos(lam - 0.3 * k) + 0.3 * rng.normal(size=(len(times), 2, 16, 32))
-    dims4, dims3 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
-    truth = xr.Dataset(
-        {
-            "air_temperature": (dims4, 260 + 20 * np.cos(phi) + 5 * wave),
-            "eastward_wind": (dims4, 10 * wave),
-            "northward_wind": (dims4, 5 * np.roll(wave, 3, axis=-1)),
-            "geopotential": (dims4, 5e4 + 2e3 * wave),
-            "surface_air_pressure": (dims3, 1e5 + 1e3 * wave[:, 1]),
-        },
-        coords={"time": times, "level": np.array([0.5, 0.85]), "latitude": lat, "longitude": lon},
-    )
-    slat, slon = rng.uniform(-80, 80, 30), rng.uniform(-180, 180, 30)
-    at = PointInterpolator(lat, lon, slat, slon)
-    rows = []
-    for i, t in enumerate(times):
-        snap = truth.isel(time=i)
-        rows.append(pd.DataFrame({
-            "time": t, "latitude": slat, "longitude": slon, "station_id": [f"{j:05d}" for j in range(30)],
-            "surface_air_pressure": at(snap["surface_air_pressure"].values) + rng.normal(0, 100, 30),
-            "air_temperature": at(snap["air_temperature"].values[1]) + rng.normal(0, 1, 30),
-            "eastward_wind": at(snap["eastward_wind"].values[1]) + rng.normal(0, 2, 30),
-            "northward_wind": at(snap["northward_wind"].values[1]) + rng.normal(0, 2, 30),
-        }))
-    raw = pd.concat(rows, ignore_index=True)
+    truth, raw = wave_world(16, 30, wind_error=2.0)
+    times = pd.DatetimeIndex(truth["time"].values)
     tables = {"synop": prepare_table(raw, name="synop")[0]}
     config = Config(
         store="unused", sources={"synop": {"kind": "synop", "paths": ["unused.bufr"]}}, gridded={"era": {"paths": ["unused.grib"]}},
@@ -79,17 +46,11 @@ def setup():
         verify={"spinup_cycles": 2}, ensemble={"members": 4, "seed": 7, "inits": 2, "every": 2},
     )
     stats = fit_statistics(tables, truth, times[:7])
-    torch.manual_seed(0)
     from obscast.components.data.obs import ObsWindowDataset
 
     probe = ObsWindowDataset(tables, truth, times[2:3], stats, n_steps=2)
-    model = ObsCastModel(**build_model_args(stats, probe.station_channels, cycling=True, station_residual="forecast", **SMALL))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # non-trivial outputs (the output layers start at zero)
-        for name, p in model.named_parameters():
-            if "lengthscale" not in name:
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return config, model.eval(), tables, truth, stats, raw
+    model = perturbed_model(stats, probe.station_channels, cycling=True, station_residual="forecast")
+    return config, model, tables, truth, stats, raw
 
 
 def test_perturbations_have_the_observation_errors():

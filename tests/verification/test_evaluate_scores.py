@@ -10,8 +10,6 @@ import xarray as xr
 from obscast.components.data.interp import PointInterpolator
 from obscast.components.data.obs import ObsWindowDataset, collate_obs
 from obscast.components.data.statistics import fit_statistics
-from obscast.components.model.model import ObsCastModel
-from obscast.components.model.assembly import build_model_args
 from obscast.components.verification.evaluate import evaluate, gridpoint_climatology
 from obscast.components.verification.metrics import (
     rmse_and_bias,
@@ -20,7 +18,7 @@ from obscast.components.verification.metrics import (
 )
 from obscast.components.verification.plots import rmse_vs_lead_png
 
-SMALL = {"n_lat": 8, "n_lon": 16, "latent_channels": 8, "processor_hidden": 8, "n_blocks": 1, "decoder_hidden": 8, "encoder_hidden": 8}
+from tests.synthetic import perturbed_model, wave_world
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -30,49 +28,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def setup():
     """A random smooth 'nature run' on a 16 x 32 grid (3 days, 6-hourly), SYNOP reports of ps and
     the lowest level at 25 stations, a tiny perturbed model."""
-    rng = np.random.default_rng(0)
-    times = pd.date_range("2000-01-01", periods=12, freq="6h")
-    lat = -90 + 180 / 16 * (np.arange(16) + 0.5)
-    lon = np.arange(32) * 360 / 32
-    level = np.array([0.5, 0.85])
-    phi, lam = np.deg2rad(lat)[:, None], np.deg2rad(lon)[None]
-    k = np.arange(len(times))[:, None, None, None]
-    wave = np.cos(phi) * np.cos(lam - 0.3 * k) + 0.3 * rng.normal(size=(len(times), 2, 16, 32))
-    dims4, dims3 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
-    nature = xr.Dataset(
-        {
-            "air_temperature": (dims4, 260 + 20 * np.cos(phi) + 5 * wave),
-            "eastward_wind": (dims4, 10 * wave),
-            "northward_wind": (dims4, 5 * np.roll(wave, 3, axis=-1)),
-            "geopotential": (dims4, 5e4 + 2e3 * wave),
-            "surface_air_pressure": (dims3, 1e5 + 1e3 * wave[:, 1]),
-        },
-        coords={"time": times, "level": level, "latitude": lat, "longitude": lon},
-    )
-    slat, slon = rng.uniform(-80, 80, 25), rng.uniform(-180, 180, 25)
-    at = PointInterpolator(lat, lon, slat, slon)
-    rows = []
-    for i, t in enumerate(times):
-        snap = nature.isel(time=i)
-        rows.append(pd.DataFrame({
-            "time": t, "latitude": slat, "longitude": slon, "station_id": [f"{j:05d}" for j in range(25)],
-            "surface_air_pressure": at(snap["surface_air_pressure"].values) + rng.normal(0, 100, 25),
-            "air_temperature": at(snap["air_temperature"].values[1]) + rng.normal(0, 1, 25),
-            "eastward_wind": at(snap["eastward_wind"].values[1]),
-            "northward_wind": at(snap["northward_wind"].values[1]),
-        }))
-    tables = {"synop": pd.concat(rows, ignore_index=True)}
+    nature, reports = wave_world(12, 25)
+    times = pd.DatetimeIndex(nature["time"].values)
+    tables = {"synop": reports}
     stats = fit_statistics(tables, nature, times[:8])
     train = ObsWindowDataset(tables, nature, times[1:6], stats, n_steps=2)
     test = ObsWindowDataset(tables, nature, times[5:10], stats, n_steps=2)
-    torch.manual_seed(0)
-    model = ObsCastModel(**build_model_args(stats, test.station_channels, **SMALL))
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # non-trivial outputs (the output layers start at zero)
-        for name, p in model.named_parameters():
-            if "lengthscale" not in name:
-                p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return train, test, model.eval(), tables
+    return train, test, perturbed_model(stats, test.station_channels), tables
 
 
 def test_evaluate_equals_the_metrics_route(setup):
