@@ -155,6 +155,7 @@ def run_load(args: argparse.Namespace, work: Path, api: str) -> int:
     from obscast.flows.pipeline import pipeline_flow
 
     from obscast.flows.common import load
+    from obscast.infra.prefect_server import stop_process_group
 
     print(f"Prefect server on PostgreSQL: {api}", flush=True)
     store = work / "store"
@@ -186,12 +187,7 @@ def run_load(args: argparse.Namespace, work: Path, api: str) -> int:
     try:
         return drive(args, runs, params, runner, log, work, get_client)
     finally:
-        os.killpg(runner.pid, signal.SIGINT)
-        try:
-            runner.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
+        stop_process_group(runner.pid, signal.SIGINT, timeout=60)
 
 
 def drive(args, runs, params, runner, log, work, get_client) -> int:

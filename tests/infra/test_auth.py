@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from obscast.infra.prefect_server import free_port
+from obscast.infra.prefect_server import free_port, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -181,12 +181,7 @@ def test_served_deployment_runs_with_the_credentials(stack, tmp_path):
                 run = run_deployment("auth-roundtrip/auth-check", parameters={"text": "with credentials"}, timeout=180, poll_interval=2)
                 assert run.state.is_completed(), f"{run.state}\n{log.read_text()[-3000:]}"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc.pid, signal.SIGINT, timeout=30)
     # The flow run wrote the object with the identity: it is in the bucket.
     user = _s3(env, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
     key = env["OBSCAST_STORE"].removeprefix(f"s3://{state['bucket']}/") + "/auth-check/roundtrip.txt"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from obscast.infra.prefect_server import free_port, postgres_pid
+from obscast.infra.prefect_server import free_port, postgres_pid, stop_process_group
 from tests.conftest import SAMPLES_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,12 +118,7 @@ def test_deployments_run_on_postgres(pg_stack, pipeline_run, tmp_path):
             artifacts = {k: {a.key for a in client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[r.id])))}
                          for k, r in runs.items()}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc.pid, signal.SIGINT, timeout=30)
     assert all(r.state.is_completed() for r in runs.values()), {k: r.state for k, r in runs.items()}
     assert "forecast-products" in artifacts["forecast"] and "verification-scores" in artifacts["verify"]
     rows = _query(state, "SELECT id, state_type FROM flow_run WHERE id = ANY($1::uuid[])", [r.id for r in runs.values()])

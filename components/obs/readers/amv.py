@@ -64,7 +64,7 @@ import pandas as pd
 from obscast.components.errors import InputError
 from obscast.components.obs.conversions import _DEGREE_DECIMALS, normalise_longitude, wind_components
 from obscast.components.obs.readers.bufr import Window, normalise_window
-from obscast.components.obs.readers.bufr_fast import _DECODE_ERRORS, _check_file, _decode_error
+from obscast.components.obs.readers.bufr_fast import _DECODE_ERRORS, _check_file, _decode_error, bufr_messages
 
 __all__ = [
     "AMV_COLUMNS",
@@ -266,15 +266,8 @@ def read_amv(path: str | os.PathLike[str], window: Window = None, *, engine: str
     _check_file(path)
     parts: list[dict[str, np.ndarray]] = []
     try:
-        with open(path, "rb") as f:
-            while True:
-                handle = eccodes.codes_bufr_new_from_file(f)
-                if handle is None:
-                    break
-                try:
-                    parts.append(_message(path, handle, len(parts)))
-                finally:
-                    eccodes.codes_release(handle)
+        for handle in bufr_messages(path):
+            parts.append(_message(path, handle, len(parts)))
     except InputError:
         raise
     except _DECODE_ERRORS as exc:

@@ -9,6 +9,7 @@ paths.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import eccodes
@@ -85,6 +86,21 @@ def _primary_data_keys(handle: Any) -> list[tuple[str, int]]:
     finally:
         eccodes.codes_bufr_keys_iterator_delete(it)
     return out
+
+
+def bufr_messages(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """The ecCodes handles of a BUFR file's messages, in order, each released once the caller
+    moves on (or stops). ecCodes' decoding errors propagate: callers turn them into
+    :class:`~obscast.components.errors.InputError` with :func:`_decode_error`."""
+    with open(path, "rb") as f:
+        while True:
+            handle = eccodes.codes_bufr_new_from_file(f)
+            if handle is None:
+                return
+            try:
+                yield handle
+            finally:
+                eccodes.codes_release(handle)
 
 
 def _fetch(handle: Any, element: str, rank: int, n_subsets: int) -> np.ndarray:
@@ -189,24 +205,18 @@ def read_fast(path: str | os.PathLike[str], kind: str, keys: tuple[str, ...]) ->
     elements = tuple(dict.fromkeys(e for k in keys for e in _COMPUTED_ELEMENTS.get(k, (k,))))
     frames: list[pd.DataFrame] = []
     try:
-        with open(path, "rb") as f:
-            while True:
-                handle = eccodes.codes_bufr_new_from_file(f)
-                if handle is None:
-                    break
-                try:
-                    columns, n = _message_columns(handle, kind, elements)
-                except _Unsupported:
-                    return None
-                finally:
-                    eccodes.codes_release(handle)
-                out: dict[str, Any] = {}
-                if all(k in columns for k in _TIME_ELEMENTS[:3]):
-                    out["data_datetime"] = _datetimes(columns, n)
-                if "blockNumber" in columns and "stationNumber" in columns:
-                    out["WMO_station_id"] = columns["blockNumber"] * 1000.0 + columns["stationNumber"]
-                out.update({k: columns[k] for k in keys if k in columns})
-                frames.append(pd.DataFrame(out))
+        for handle in bufr_messages(path):
+            try:
+                columns, n = _message_columns(handle, kind, elements)
+            except _Unsupported:
+                return None
+            out: dict[str, Any] = {}
+            if all(k in columns for k in _TIME_ELEMENTS[:3]):
+                out["data_datetime"] = _datetimes(columns, n)
+            if "blockNumber" in columns and "stationNumber" in columns:
+                out["WMO_station_id"] = columns["blockNumber"] * 1000.0 + columns["stationNumber"]
+            out.update({k: columns[k] for k in keys if k in columns})
+            frames.append(pd.DataFrame(out))
     except _DECODE_ERRORS as exc:
         raise _decode_error(path, exc) from exc
     if not frames:

@@ -20,6 +20,7 @@ from obscast.components.obs.readers.bufr_fast import (
     _datetimes,
     _decode_error,
     _Unsupported,
+    bufr_messages,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -335,49 +336,43 @@ def read_qualified(path: str | os.PathLike[str], kind: str, *, vectorised: bool 
     layouts: dict[tuple, list[tuple[tuple[str, ...], tuple[int, ...]]]] = {}  # by _layout_key
     wanted = _WANTED[kind]
     try:
-        with open(path, "rb") as f:
-            while True:
-                handle = eccodes.codes_bufr_new_from_file(f)
-                if handle is None:
-                    break
-                try:
-                    if compressed_only and eccodes.codes_get(handle, "compressedData") != 1:
-                        return None
-                    # no attribute keys (->units, ->code, ...): a much cheaper unpack (as pdbufr does)
-                    eccodes.codes_set(handle, "skipExtraKeyAttributes", 1)
-                    eccodes.codes_set(handle, "unpack", 1)
-                    key, compressed, n_sub = _layout_key(handle)  # after unpacking: replications are data
-                    if key is None:
-                        subsets = _layout(handle, wanted)
-                    else:
-                        if key not in layouts:
-                            layouts[key] = _layout(handle, wanted)
-                        subsets = layouts[key]
-                    if compressed:
-                        if len(subsets) != 1:
-                            return None
-                        elements, ranks = subsets[0]
-                        values = [_fetch_any(handle, e, r, n_sub) for e, r in zip(elements, ranks)]
-                        if vectorised:
-                            groups.add(elements, elements, values, n_sub)
-                        else:
-                            for s in range(n_sub):
-                                groups.add(groups.n_subsets, elements, [v[s:s + 1] for v in values])
-                        continue
-                    if len(subsets) != n_sub:
-                        return None
-                    arrays = {}
-                    for element in {e for elements, _ in subsets for e in elements}:
-                        if element in _STRINGS:
-                            arrays[element] = np.asarray(eccodes.codes_get_string_array(handle, element), dtype=object)
-                        else:  # missing markers become NaN once per column, in _assemble
-                            arrays[element] = eccodes.codes_get_double_array(handle, element)
-                    for elements, ranks in subsets:
-                        groups.add(elements if vectorised else groups.n_subsets, elements, _scalars(elements, ranks, arrays))
-                except _Unsupported:
+        for handle in bufr_messages(path):
+            try:
+                if compressed_only and eccodes.codes_get(handle, "compressedData") != 1:
                     return None
-                finally:
-                    eccodes.codes_release(handle)
+                # no attribute keys (->units, ->code, ...): a much cheaper unpack (as pdbufr does)
+                eccodes.codes_set(handle, "skipExtraKeyAttributes", 1)
+                eccodes.codes_set(handle, "unpack", 1)
+                key, compressed, n_sub = _layout_key(handle)  # after unpacking: replications are data
+                if key is None:
+                    subsets = _layout(handle, wanted)
+                else:
+                    if key not in layouts:
+                        layouts[key] = _layout(handle, wanted)
+                    subsets = layouts[key]
+                if compressed:
+                    if len(subsets) != 1:
+                        return None
+                    elements, ranks = subsets[0]
+                    values = [_fetch_any(handle, e, r, n_sub) for e, r in zip(elements, ranks)]
+                    if vectorised:
+                        groups.add(elements, elements, values, n_sub)
+                    else:
+                        for s in range(n_sub):
+                            groups.add(groups.n_subsets, elements, [v[s:s + 1] for v in values])
+                    continue
+                if len(subsets) != n_sub:
+                    return None
+                arrays = {}
+                for element in {e for elements, _ in subsets for e in elements}:
+                    if element in _STRINGS:
+                        arrays[element] = np.asarray(eccodes.codes_get_string_array(handle, element), dtype=object)
+                    else:  # missing markers become NaN once per column, in _assemble
+                        arrays[element] = eccodes.codes_get_double_array(handle, element)
+                for elements, ranks in subsets:
+                    groups.add(elements if vectorised else groups.n_subsets, elements, _scalars(elements, ranks, arrays))
+            except _Unsupported:
+                return None
     except _DECODE_ERRORS as exc:
         raise _decode_error(path, exc) from exc
     if groups.n_subsets == 0:
