@@ -113,15 +113,36 @@ def _station_numbers(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return numbers // 1000, numbers % 1000
 
 
-def _satellite_codes(ids: np.ndarray) -> np.ndarray:
+def satellite_codes(ids: np.ndarray, codes: dict[str, int] | None = None) -> np.ndarray:
+    """BUFR Common Code Table C-5 satellite identifiers (0 01 007) of satellite names.
+
+    Parameters
+    ----------
+    ids : numpy.ndarray
+        (n,) names (keys of ``codes``) or decimal C-5 codes as text.
+    codes : dict, optional
+        Name -> code (default: the polar orbiters of
+        :data:`obscast.components.obs.readers.bufr_schema.SATELLITE_NAMES`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) int64 codes.
+
+    Raises
+    ------
+    ValueError
+        An id that is neither a known name nor a number.
+    """
+    codes = _SATELLITE_CODES if codes is None else codes
     out = []
     for s in ids:
-        if s in _SATELLITE_CODES:
-            out.append(_SATELLITE_CODES[s])
+        if s in codes:
+            out.append(codes[s])
         elif str(s).isdigit():
             out.append(int(s))
         else:
-            raise ValueError(f"unknown satellite {s!r}; expected one of {sorted(_SATELLITE_CODES)} or a C-5 code")
+            raise ValueError(f"unknown satellite {s!r}; expected one of {sorted(codes)} or a C-5 code")
     return np.asarray(out, dtype=np.int64)
 
 
@@ -180,7 +201,7 @@ def _encode(rows: pd.DataFrame, kind: str) -> bytes:
         elif kind == "aircraft":
             eccodes.codes_set_string_array(h, "aircraftFlightNumber", [str(s) for s in ids])
         else:
-            eccodes.codes_set_long_array(h, "satelliteIdentifier", _satellite_codes(ids))
+            eccodes.codes_set_long_array(h, "satelliteIdentifier", satellite_codes(ids))
         parts = {"year": time.year, "month": time.month, "day": time.day, "hour": time.hour, "minute": time.minute}
         if kind in ("aircraft", "satellite"):
             parts["second"] = time.second

@@ -47,7 +47,7 @@ from typing import Any
 import eccodes
 import numpy as np
 import pandas as pd
-from obscast.components.obs.bufr_writer import write_messages
+from obscast.components.obs.bufr_writer import satellite_codes, write_messages
 from obscast.components.obs.conversions import normalise_longitude
 from obscast.components.obs.readers.amv import (
     AMV_COLUMNS,
@@ -322,18 +322,6 @@ def _double(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(v), eccodes.CODES_MISSING_DOUBLE, v)
 
 
-def _satellite_codes(ids: np.ndarray) -> np.ndarray:
-    out = []
-    for s in ids:
-        if s in _SATELLITE_CODES:
-            out.append(_SATELLITE_CODES[s])
-        elif str(s).isdigit():
-            out.append(int(s))
-        else:
-            raise ValueError(f"unknown satellite {s!r}; expected one of {sorted(_SATELLITE_CODES)} or a C-5 code")
-    return np.asarray(out, dtype=np.int64)
-
-
 def _encode(rows: pd.DataFrame, compressed: bool = True) -> bytes:
     """One BUFR4 message, one subset per row."""
     time = pd.DatetimeIndex(rows["time"])
@@ -349,7 +337,7 @@ def _encode(rows: pd.DataFrame, compressed: bool = True) -> bytes:
         ):
             eccodes.codes_set(h, key, value)
         eccodes.codes_set_array(h, "unexpandedDescriptors", list(AMV_TEMPLATE))
-        eccodes.codes_set_long_array(h, "satelliteIdentifier", _satellite_codes(rows["station_id"].to_numpy(dtype=object)))
+        eccodes.codes_set_long_array(h, "satelliteIdentifier", satellite_codes(rows["station_id"].to_numpy(dtype=object), _SATELLITE_CODES))
         method = rows["wind_computation_method"].to_numpy(np.float64)
         eccodes.codes_set_long_array(h, "satelliteDerivedWindComputationMethod", _long(np.where(method < 0, np.nan, method)))
         for key, value in (("year", time.year), ("month", time.month), ("day", time.day),
