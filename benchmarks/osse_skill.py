@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--store", default="store")
     p.add_argument("--epochs", type=int, nargs="+", default=[5, 20])
     p.add_argument("--device", default=None, help="override train.device (cpu, cuda)")
+    p.add_argument("--csv", default=None, help="also write the rows to this CSV file")
     args = p.parse_args()
 
     import torch
@@ -78,6 +79,7 @@ def main() -> None:
     from obscast.components.nwp.baseline import experiment_baseline
     from obscast.components.store.storage import Store
     from obscast.components.training.workflow import train_model, verify
+    from obscast.components.verification.metrics import to_markdown
 
     config = load_config(args.config, {"store": args.store})
     if args.device:
@@ -101,13 +103,13 @@ def main() -> None:
         rows.append(row)
         print(f"epochs {epochs}: {wall / 60:.1f} min wall, {cpu / 60:.1f} min CPU; final validation loss {history['epochs'][-1].get('val_loss')}", flush=True)
     table = pd.DataFrame(rows)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
     print("\n## obscast skill against training compute (RMSE; lead 0 = analysis)\n")
     for c in CHANNELS:
-        cols = ["epochs", "wall_min", "cpu_min", "gpu_h"] + [k for k in table.columns if f"|{c}|" in k]
-        sub = table[cols].rename(columns={k: k.replace(f"|{c}|", " ") + " h" for k in cols if "|" in k})
-        print(f"### {c}\n")
-        print(sub.to_markdown(index=False, floatfmt=".3g"))
-        print()
+        cols = ["wall_min", "cpu_min", "gpu_h"] + [k for k in table.columns if f"|{c}|" in k]
+        sub = table.set_index("epochs")[cols].rename(columns={k: k.replace(f"|{c}|", " ") + " h" for k in cols if "|" in k})
+        print(to_markdown(sub, c))
 
 
 if __name__ == "__main__":
