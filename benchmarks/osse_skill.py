@@ -11,8 +11,11 @@ identical and fraternal NWP twins on the same inits (lead 0: the analysis error)
 The levers of the skill push are measured by running it again on a changed setup:
 
 * longer training: the rows of one run;
-* a longer nature run: a store made with ``OBSCAST_OSSE__NATURE__LENGTH_DAYS=365`` (and the
-  split moved, ``OBSCAST_EXPERIMENT__SPLIT__...``), then ``--store`` that store.
+* backpropagation through several analysis cycles: ``OBSCAST_TRAIN__BACKPROP_CYCLES=2`` (each
+  optimiser step runs two consecutive cycles; ``train.backprop_cycles``);
+* the length of the training period: ``OBSCAST_EXPERIMENT__SPLIT__TRAIN__START=...`` on the same
+  store (a shorter one), or a store made with ``OBSCAST_OSSE__NATURE__LENGTH_DAYS=365`` and the
+  split moved (a longer one).
 
 Run::
 

@@ -236,6 +236,7 @@ class TrainConfig(_Strict):
     analysis_weight: float = Field(default=0.5, ge=0.0, description="weight of the loss on the decoded analysis at init")
     grad_clip: float = Field(default=1.0, ge=0.0, description="gradient norm clip (0: none)")
     spinup_cycles: int = Field(default=4, ge=0, description="cycling: cycles that only spin the background up before each stretch")
+    backprop_cycles: int = Field(default=1, ge=1, description="cycling: consecutive cycles per optimiser step, the gradient flowing through their backgrounds")
     max_minutes: float | None = Field(default=None, gt=0, description="stop after the epoch that passes this training time")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -201,7 +201,7 @@ def png_markdown(png: bytes, alt: str) -> str:
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
 
 
-def publish_scores(markdown: str, png: bytes, plot_url: str, title: str) -> None:
+def publish_scores(markdown: str, png: bytes, plot_url: str, title: str, appendix: str = "") -> None:
     """Publish the ``verification-scores`` markdown artifact of the running flow (the score
     tables, then the RMSE-vs-lead-time plot shown inline, then where the plot is stored) and the
     ``verification-scores-table`` table artifact (every row of the score tables, labelled with
@@ -217,6 +217,8 @@ def publish_scores(markdown: str, png: bytes, plot_url: str, title: str) -> None
         Where the plot is stored (local path or ``s3://`` URL).
     title : str
         Alternative text of the image.
+    appendix : str
+        Markdown shown after the plot (e.g. further inline plots), in the artifact only.
 
     Raises
     ------
@@ -225,7 +227,7 @@ def publish_scores(markdown: str, png: bytes, plot_url: str, title: str) -> None
     """
     create_markdown_artifact(
         key="verification-scores",
-        markdown=f"{markdown}\n## RMSE against lead time\n\n{png_markdown(png, title)}\n\nPlot stored at `{plot_url}`\n",
+        markdown=f"{markdown}\n## RMSE against lead time\n\n{png_markdown(png, title)}\n\nPlot stored at `{plot_url}`\n{appendix}",
         description="RMSE and bias vs lead time, with the RMSE plot",
     )
     publish_table("verification-scores-table", markdown_tables(markdown), f"{title}: every score, one row per system, channel and table")

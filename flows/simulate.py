@@ -135,7 +135,8 @@ def observations_task(config) -> dict[str, Any]:
     missing: dict[str, int] = {}
     # Days are independent (one random generator per kind and nature time): two processes write
     # them, the results are collected in day order, so the files do not depend on the workers.
-    workers = min(SIMULATE_WORKERS, len(days))
+    # A few days are written here: starting a worker (imports, networks) costs seconds.
+    workers = min(SIMULATE_WORKERS, len(days)) if len(days) >= MIN_DAYS_FOR_WORKERS else 1
     args = (nature_path, config.osse.networks, has_amv_source(config.sources), config.osse.error_model, st._path(RAW))
     work = [(day, min(day + pd.Timedelta(hours=18), times[-1])) for day in days]
     if workers > 1:
@@ -156,6 +157,8 @@ def observations_task(config) -> dict[str, Any]:
 
 #: Processes that simulate and write the days of observations.
 SIMULATE_WORKERS = 2
+#: Fewer days than this are simulated in this process.
+MIN_DAYS_FOR_WORKERS = 8
 _DAY: dict[str, Any] = {}
 
 

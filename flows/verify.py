@@ -9,7 +9,7 @@ from obscast.components.model.forecasting import load_model
 from obscast.components.nwp.baseline import experiment_baseline
 from obscast.components.verification.metrics import scores_markdown, to_markdown
 from obscast.components.verification.plots import rmse_vs_lead_png
-from obscast.flows.common import load, publish_scores, store_of, task, write_products
+from obscast.flows.common import load, png_markdown, publish_scores, store_of, task, write_products
 from prefect import flow, get_run_logger
 
 
@@ -60,13 +60,41 @@ def verify_task(config, version: str | None) -> dict[str, Any]:
                                   f"from the nature run at the moved positions, {probes.attrs['n_inits']} test inits; "
                                   "change % against the unmoved network, positive = worse)")
         products["probes.csv"] = probes.to_csv().encode()
+    stored, appendix = stored_results(st, meta["name"], meta["version"])
+    md += stored
     png = rmse_vs_lead_png(scores, title=f"{meta['name']} {meta['version']} ({where})")
     products.update({"scores.md": md.encode(), "rmse.png": png})
     urls = write_products(config, ("scores", meta["name"], meta["version"]), products)
-    publish_scores(md, png, urls["rmse.png"], f"RMSE against lead time, {meta['name']} {meta['version']}")
+    publish_scores(md, png, urls["rmse.png"], f"RMSE against lead time, {meta['name']} {meta['version']}", appendix)
     logger.info("scored %d test inits; table %s", result["raw"]["n_inits"], urls["scores.md"])
     return {"scores": urls["scores.zarr"], "table": urls["scores.md"], "plot": urls["rmse.png"], "markdown": md,
             "gridded": result["gridded"]}
+
+
+def stored_results(st, name: str, version: str) -> tuple[str, str]:
+    """The results of the experiments that run outside the verify flow, when the store holds them:
+    the ensemble scores of this version (``obscast ensemble``: ``scores/<name>/<version>/ensemble/``)
+    and the generalisation tables (``benchmarks/generalisation.py --store``:
+    ``scores/generalisation/generalisation.md``).
+
+    Returns
+    -------
+    (tables, appendix) : tuple of str
+        Markdown for ``scores.md`` and the artifact, and for the artifact only (the rank
+        histograms, inline); both empty when the store holds neither.
+    """
+    tables, appendix = "", ""
+    ens = ("scores", name, version, "ensemble")
+    if st.exists(*ens, "ensemble_scores.md"):
+        tables += ("\n## Ensemble (`obscast ensemble`), beside the deterministic RMSE\n\n"
+                   + st.read_bytes(*ens, "ensemble_scores.md").decode()
+                   + f"\nRank histograms: `{st.url(*ens, 'rank_histogram.png')}`\n")
+        if st.exists(*ens, "rank_histogram.png"):
+            appendix += f"\n## Rank histograms of the ensemble\n\n{png_markdown(st.read_bytes(*ens, 'rank_histogram.png'), 'Rank histograms')}\n"
+    gen = ("scores", "generalisation", "generalisation.md")
+    if st.exists(*gen):
+        tables += "\n" + st.read_bytes(*gen).decode()
+    return tables, appendix
 
 
 @flow(name="verify", log_prints=True)

@@ -13,6 +13,8 @@ import pytest
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 SAMPLES_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "samples.yaml"
+#: Training epochs of the shared samples pipeline run (the loss falls in each of them).
+PIPELINE_EPOCHS = 3
 
 
 #: Session fixtures too expensive to build twice: under pytest-xdist every module that uses one runs
@@ -95,14 +97,14 @@ def prefect_api(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def pipeline_run(prefect_api, tmp_path_factory):
-    """One end-to-end ``pipeline`` flow on the real samples (few epochs), shared by the flow tests.
+    """One end-to-end ``pipeline`` flow on the real samples (:data:`PIPELINE_EPOCHS` epochs), shared by the flow tests.
 
     Returns ``(store_path, result)``.
     """
     from obscast.flows.pipeline import pipeline_flow
 
     store = tmp_path_factory.mktemp("store") / "store"
-    result = pipeline_flow(config_path=str(SAMPLES_CONFIG), store=str(store), epochs=8)
+    result = pipeline_flow(config_path=str(SAMPLES_CONFIG), store=str(store), epochs=PIPELINE_EPOCHS)
     return store, result
 
 

@@ -71,7 +71,9 @@ class StepPlan:
     ``n_streams = min(batch_size, n // (spinup + 1))`` parallel analysis cycles run through
     contiguous stretches of ``stream_len = n // n_streams`` inits from a random phase; the
     first ``spinup`` cycles of each stretch only spin the background up, each further cycle is
-    one step.
+    one step; with ``backprop_cycles = k > 1`` each step takes ``k`` consecutive cycles of every
+    stream (its batch lists them cycle by cycle, ``global_batch`` indices each), and the gradient
+    flows through the backgrounds that link them.
 
     Parameters
     ----------
@@ -79,6 +81,8 @@ class StepPlan:
         Training samples (init times, consecutive windows when ``cycling``).
     batch_size, seed, spinup : int
     cycling : bool
+    backprop_cycles : int
+        Cycles per optimiser step (cycling only; 1 without cycling).
 
     Raises
     ------
@@ -86,16 +90,19 @@ class StepPlan:
         If a cycling plan has too few inits for ``spinup`` spin-up cycles.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, cycling: bool = False, spinup: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, cycling: bool = False, spinup: int = 0, backprop_cycles: int = 1) -> None:
         if n < 1:
             raise ValueError("no training samples")
+        if backprop_cycles < 1 or (backprop_cycles > 1 and not cycling):
+            raise ValueError(f"backprop_cycles={backprop_cycles}: needs cycling and at least 1")
         self.n, self.batch_size, self.seed, self.cycling, self.spinup = int(n), int(batch_size), int(seed), bool(cycling), int(spinup)
+        self.backprop_cycles = int(backprop_cycles)
         if cycling:
-            self.n_streams = min(batch_size, max(1, n // (spinup + 1)))
+            self.n_streams = min(batch_size, max(1, n // (spinup + backprop_cycles)))
             self.stream_len = n // self.n_streams
-            if self.stream_len <= spinup:
-                raise ValueError(f"{n} training inits are too few for {spinup} spin-up cycles")
-            self.n_batches = self.stream_len - spinup
+            if self.stream_len < spinup + backprop_cycles:
+                raise ValueError(f"{n} training inits are too few for {spinup} spin-up cycles and {backprop_cycles} cycles per step")
+            self.n_batches = (self.stream_len - spinup) // backprop_cycles
             self.global_batch = self.n_streams
         else:
             self.n_batches = max(1, n // batch_size)
@@ -109,10 +116,12 @@ class StepPlan:
         return [phase + k * self.stream_len for k in range(self.n_streams)]
 
     def steps(self, epoch: int) -> list[list[int]]:
-        """Global sample indices of each optimiser step of ``epoch`` (``n_batches`` lists of ``global_batch``)."""
+        """Global sample indices of each optimiser step of ``epoch`` (``n_batches`` lists of
+        ``backprop_cycles * global_batch``, cycle by cycle)."""
         if self.cycling:
             starts = self._starts(epoch)
-            return [[s + self.spinup + b for s in starts] for b in range(self.n_batches)]
+            k = self.backprop_cycles
+            return [[s + self.spinup + b * k + c for c in range(k) for s in starts] for b in range(self.n_batches)]
         perm = self._rng(epoch).permutation(self.n).tolist()
         bs = self.global_batch
         return [perm[b * bs : (b + 1) * bs] for b in range(self.n_batches)]
@@ -126,7 +135,8 @@ class StepPlan:
 
     def key(self) -> dict[str, Any]:
         """What a checkpoint must agree on to be resumed."""
-        return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed, "cycling": self.cycling, "spinup": self.spinup}
+        return {"n": self.n, "batch_size": self.batch_size, "seed": self.seed, "cycling": self.cycling, "spinup": self.spinup,
+                "backprop_cycles": self.backprop_cycles}
 
 
 def _as_list(batch: list[int]) -> list[int]:
@@ -335,25 +345,30 @@ class OsseModule(pl.LightningModule):
 
     def training_step(self, batch: list[int], batch_idx: int) -> torch.Tensor:
         rank, world = _world(self.trainer)
-        total = len(batch)
-        lo, hi = share(total, rank, world)
-        idx = batch[lo:hi]
         o = self.opt
-        n_st = len(self.train_data.station_latitude)
-        st_idx = torch.randperm(n_st, generator=self.gen)[: o["station_points"]] if o["station_points"] and n_st else None
-        keep = None
-        if o["source_dropout"] > 0 and self.names:  # drawn for the global batch on every rank, then sliced
-            keep = {k: v[lo:hi] for k, v in _keep_masks(self.names, total, o["source_dropout"], self.gen).items()}
+        k = self.plan.backprop_cycles
         n_steps = _rollout_for(o["rollout_schedule"], self.current_epoch)
-        loss, gl, sl, bg = _batch_loss(
-            self.net, self.cache, self.train_data, idx, n_steps, self._weights, st_idx, o["station_weight"], self.device,
-            keep, o["analysis_weight"], self._background,
-        )
+        n_st = len(self.train_data.station_latitude)
+        total = len(batch) // k  # the global batch of one cycle
+        lo, hi = share(total, rank, world)
+        loss = torch.zeros((), device=self.device)
+        bg = self._background
+        for c in range(k):  # k consecutive cycles: the background carries the gradient between them
+            idx = batch[c * total : (c + 1) * total][lo:hi]
+            st_idx = torch.randperm(n_st, generator=self.gen)[: o["station_points"]] if o["station_points"] and n_st else None
+            keep = None
+            if o["source_dropout"] > 0 and self.names:  # drawn for the global batch on every rank, then sliced
+                keep = {name: v[lo:hi] for name, v in _keep_masks(self.names, total, o["source_dropout"], self.gen).items()}
+            part, gl, sl, bg = _batch_loss(
+                self.net, self.cache, self.train_data, idx, n_steps, self._weights, st_idx, o["station_weight"], self.device,
+                keep, o["analysis_weight"], bg,
+            )
+            loss = loss + part / k
+            self._acc[:4] += (float(part.detach()) * len(idx), gl * len(idx), sl * len(idx), len(idx))
         self._background = None if bg is None else bg.detach()
-        b = len(idx)
-        self._acc[:4] += (float(loss.detach()) * b, gl * b, sl * b, b)
         self.loader.batch_sampler.processed = batch_idx + 1
         self._pending_end = batch_idx + 1 >= self.plan.n_batches
+        b = hi - lo
         if o.get("log_progress_bar"):
             self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=b)
         return loss if b * world == total else loss * (b * world / total)
@@ -527,7 +542,7 @@ def train(
     weight_decay: float, batch_size: int, rollout_schedule: Sequence[int] | int, val_steps: int | None, source_dropout: float,
     station_points: int, station_weight: float, analysis_weight: float, grad_clip: float, device: str, seed: int,
     max_seconds: float | None, cache: FeatureCache | None, progress: Callable[[dict[str, Any]], None] | None, spinup_cycles: int,
-    init_state: Mapping[str, torch.Tensor] | None, devices: int, num_nodes: int, strategy: str, precision: str | None,
+    backprop_cycles: int, init_state: Mapping[str, torch.Tensor] | None, devices: int, num_nodes: int, strategy: str, precision: str | None,
     checkpoint_dir: str | None, checkpoint_every_n_steps: int | None, resume: bool, progress_bar: bool | None,
     callbacks: Sequence[pl.Callback],
 ) -> tuple[ObsCastModel, dict[str, Any]]:
@@ -551,7 +566,7 @@ def train(
         raise ValueError("cycling training needs consecutive training init times (one window apart)")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir")
-    plan = StepPlan(len(train_data), batch_size, seed, cycling=cycling, spinup=spinup_cycles)
+    plan = StepPlan(len(train_data), batch_size, seed, cycling=cycling, spinup=spinup_cycles, backprop_cycles=backprop_cycles)
     world = int(devices) * int(num_nodes)
     if plan.global_batch < world:
         raise ValueError(f"a global batch of {plan.global_batch} samples cannot be shared by {world} processes")

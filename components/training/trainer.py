@@ -345,6 +345,7 @@ def train_network(
     cache: FeatureCache | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     spinup_cycles: int = 4,
+    backprop_cycles: int = 1,
     init_state: Mapping[str, torch.Tensor] | None = None,
     devices: int = 1,
     num_nodes: int = 1,
@@ -414,6 +415,11 @@ def train_network(
         the previous cycle's one-step forecast, detached (truncated backpropagation through
         time of one cycle). The first ``spinup_cycles`` cycles of each stretch only spin the
         background up (no optimiser step).
+    backprop_cycles : int
+        Cycling models only: cycles per optimiser step. With ``k > 1`` each step runs ``k``
+        consecutive cycles of every stream and backpropagates the mean of their losses through
+        the backgrounds linking them (truncated backpropagation through time of ``k`` cycles);
+        an epoch then has ``k`` times fewer steps.
     init_state : dict, optional
         State dict to start from (warm start, e.g. the champion's weights for a retrain); it
         must fit ``model_args``.
@@ -432,7 +438,7 @@ def train_network(
         Also checkpoint mid-epoch every this many optimiser steps.
     resume : bool
         Resume from ``checkpoint_dir/last.ckpt`` when it exists (the same data, ``batch_size``,
-        ``seed``, ``spinup_cycles`` and model are needed; the process count may differ).
+        ``seed``, ``spinup_cycles``, ``backprop_cycles`` and model are needed; the process count may differ).
     progress_bar : bool, optional
         Lightning's progress bar; default: when stderr is a terminal.
     callbacks : sequence of pytorch_lightning.Callback
@@ -455,7 +461,7 @@ def train_network(
     ------
     ValueError
         If a rollout exceeds the targets of ``train_data``, a cycling model's training inits
-        are not consecutive windows or too few for ``spinup_cycles``, the global batch has
+        are not consecutive windows or too few for ``spinup_cycles`` plus ``backprop_cycles``, the global batch has
         fewer samples than there are processes, ``resume`` lacks ``checkpoint_dir``, or the
         checkpoint to resume was written for another set-up.
     """
@@ -465,7 +471,8 @@ def train_network(
         model_args, train_data, val_data, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
         rollout_schedule=rollout_schedule, val_steps=val_steps, source_dropout=source_dropout, station_points=station_points,
         station_weight=station_weight, analysis_weight=analysis_weight, grad_clip=grad_clip, device=device, seed=seed,
-        max_seconds=max_seconds, cache=cache, progress=progress, spinup_cycles=spinup_cycles, init_state=init_state,
+        max_seconds=max_seconds, cache=cache, progress=progress, spinup_cycles=spinup_cycles, backprop_cycles=backprop_cycles,
+        init_state=init_state,
         devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision, checkpoint_dir=checkpoint_dir,
         checkpoint_every_n_steps=checkpoint_every_n_steps, resume=resume, progress_bar=progress_bar, callbacks=callbacks,
     )

@@ -86,7 +86,7 @@ def train_model(config: Config, data: ExperimentData, progress: Callable[[dict[s
         source_dropout=t.source_dropout, station_points=t.station_points, station_weight=t.station_weight,
         analysis_weight=t.analysis_weight, grad_clip=t.grad_clip, device=t.device, seed=t.seed,
         max_seconds=t.max_minutes * 60 if t.max_minutes else None, cache=cache, progress=progress,
-        spinup_cycles=min(t.spinup_cycles, max(0, len(data.train) // 2 - 1)), init_state=init_state,
+        spinup_cycles=min(t.spinup_cycles, max(0, len(data.train) // 2 - 1)), backprop_cycles=t.backprop_cycles, init_state=init_state,
         devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
         checkpoint_dir=t.checkpoint_dir or checkpoint_dir, checkpoint_every_n_steps=t.checkpoint_every_n_steps, resume=t.resume,
     )

@@ -39,6 +39,21 @@ def test_ensemble_flow_products_scores_and_artifact(pipeline_run, prefect_api, m
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ensemble-scores"])))
     text = [a.data for a in found if "obscast-era5" in a.data]
     assert text and "data:image/png;base64," in text[-1] and "deterministic RMSE" in text[-1]
+    # the verify flow's table and artifact show what the store holds of the ensemble and of the
+    # generalisation benchmark (benchmarks/generalisation.py --store)
+    from obscast.components.store.storage import Store
+    from obscast.flows.verify import stored_results
+
+    st = Store(str(store))
+    version = result["scores"].split("/scores/obscast-era5/")[1].split("/")[0]
+    assert stored_results(st, "obscast-era5", "v9999") == ("", "")
+    tables, appendix = stored_results(st, "obscast-era5", version)
+    assert "fair CRPS" in tables and "rank_histogram.png" in tables and "data:image/png;base64," in appendix
+    st.write_bytes(b"## Generalisation (test)\n\n| probe | x |\n|---|---|\n| mirror | 1 |\n", "scores", "generalisation", "generalisation.md")
+    try:
+        assert "## Generalisation (test)" in stored_results(st, "obscast-era5", version)[0]
+    finally:
+        st.rm("scores", "generalisation")
 
 
 def test_cli_ensemble_help():

@@ -60,3 +60,22 @@ def test_second_run_reuses_the_simulation(osse_run):
     result = simulate_flow(config_path=str(CONFIG), store=str(store))
     assert result["status"] == "unchanged"
     assert {p: p.stat().st_mtime_ns for p in (store / "raw").rglob("*") if p.is_file()} == before
+
+
+def test_simulated_files_do_not_depend_on_the_worker_processes(osse_run, tmp_path, monkeypatch):
+    """The days simulated in two spawned processes (as the main job does) give byte-identical BUFR
+    files to the days simulated in this process (as the tiny run above did)."""
+    import shutil
+
+    import obscast.flows.simulate as simulate
+
+    store, _ = osse_run
+    other = tmp_path / "store"
+    shutil.copytree(store / "gridded", other / "gridded")  # the cached nature run
+    monkeypatch.setattr(simulate, "MIN_DAYS_FOR_WORKERS", 1)
+    result = simulate.simulate_flow(config_path=str(CONFIG), store=str(other))
+    assert result["status"] != "unchanged"
+    mine = sorted(p.relative_to(other) for p in (other / "raw/osse").rglob("*.bufr"))
+    assert mine and mine == sorted(p.relative_to(store) for p in (store / "raw/osse").rglob("*.bufr"))
+    for rel in mine:
+        assert (other / rel).read_bytes() == (store / rel).read_bytes(), rel

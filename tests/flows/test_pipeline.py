@@ -18,6 +18,7 @@ import xarray as xr
 
 from obscast.components.store.obstable import ObsTable
 from obscast.components.store.storage import Store
+from tests.conftest import PIPELINE_EPOCHS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,7 +74,7 @@ def test_pipeline_products(pipeline_run):
     assert "| model | persistence | climatology |" in result["markdown"] and "BIAS" in result["markdown"].upper()
 
     meta = json.loads((Path(result["model"]) / "metadata.json").read_text())
-    assert len(meta["loss_curve"]) == 8 and meta["loss_curve"][-1] < meta["loss_curve"][0]
+    assert len(meta["loss_curve"]) == PIPELINE_EPOCHS and meta["loss_curve"][-1] < meta["loss_curve"][0]
     assert meta["data"]["time_start"] == "2017-01-01 00:00:00" and meta["code_version"]
     assert meta["config"]["experiment"]["split"]["test"] == [8, 9]
     # the real observations lie outside the ERA5 sample's days: no encoder is trained (or fed) for them

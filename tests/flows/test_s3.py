@@ -29,10 +29,10 @@ def s3(tmp_path_factory):
 def test_pipeline_on_s3_matches_local(s3, pipeline_run):
     from obscast.flows.pipeline import pipeline_flow
 
-    from tests.conftest import SAMPLES_CONFIG
+    from tests.conftest import PIPELINE_EPOCHS, SAMPLES_CONFIG
 
     local_store, local = pipeline_run
-    result = pipeline_flow(config_path=str(SAMPLES_CONFIG), store="s3://obscast-test/run", epochs=8)
+    result = pipeline_flow(config_path=str(SAMPLES_CONFIG), store="s3://obscast-test/run", epochs=PIPELINE_EPOCHS)
     assert result["scores"] == "s3://obscast-test/run/scores/obscast-era5/v0001/scores.zarr"
     store = Store("s3://obscast-test/run", {"endpoint_url": s3})
     for name in ("synop", "temp", "aircraft"):
