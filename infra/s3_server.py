@@ -129,6 +129,8 @@ def start_s3_server(data_dir: Path, port: int | None = None, timeout: float = 60
         weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false", f"-s3.port={free_port() if gateway else port}",
         f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={filer_port}", f"-filer.port.grpc={filer_grpc}",
+        # no listener on a fixed default port: two servers at once (parallel tests) must not collide
+        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-admin.port={free_port()}", f"-admin.port.grpc={free_port()}",
     ]
     if config is not None:
         args.append(f"-s3.config={config}")

@@ -20,20 +20,33 @@ PIPELINE_EPOCHS = 3
 #: Session fixtures too expensive to build twice: under pytest-xdist every module that uses one runs
 #: on the same worker (the first one named, in this order, when a module uses several).
 SHARED_FIXTURES = ("pipeline_run", "synop_table", "temp_table", "aircraft_table")
+_GROUPS: dict[str, str] = {}
 
 
-def pytest_collection_modifyitems(config, items):
-    """With pytest-xdist (``-n 2 --dist loadgroup``, the default addopts), keep each test module on
-    one worker (its module-scoped fixtures run once) and put the modules that share an expensive
-    session fixture (:data:`SHARED_FIXTURES`) on the same worker."""
-    modules: dict[str, list] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    for module, tests in modules.items():
-        used = {name for item in tests for name in getattr(item, "fixturenames", ())}
-        group = next((name for name in SHARED_FIXTURES if name in used), module)
-        for item in tests:
-            item.add_marker(pytest.mark.xdist_group(group))
+def work_unit(rootpath: Path, nodeid: str) -> str:
+    """The xdist work unit of a test: its module, or the first of :data:`SHARED_FIXTURES` that the
+    module's source names (every module naming it then runs on one worker, which builds it once)."""
+    module = nodeid.split("::")[0]
+    if module not in _GROUPS:
+        path = rootpath / module
+        text = path.read_text() if path.is_file() else ""
+        _GROUPS[module] = next((name for name in SHARED_FIXTURES if name in text), module)
+    return _GROUPS[module]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (``-n 2``, the default addopts): whole work units (:func:`work_unit`) go to
+    one worker, so module- and shared session-scoped fixtures are built once, the units with the
+    most tests first (xdist's ``LoadScopeScheduling`` with another split). xdist's own
+    ``loadgroup`` cannot do this under pytest 9, whose node ids ignore the ``@group`` suffix that
+    xdist 3.8 writes."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(config.rootpath, nodeid)
+
+    return ModuleGroupScheduling(config, log)
 
 
 def pytest_configure(config):
