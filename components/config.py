@@ -212,6 +212,7 @@ class ModelConfig(_Strict):
     analysis_blocks: int = Field(default=2, ge=0, description="residual blocks turning the fused state into the analysis")
     history: int = Field(default=1, ge=1, description="observation windows per source before init")
     cycling: bool = Field(default=True, description="the background of each analysis is the model's own Δt forecast")
+    innovations: bool = Field(default=False, description="cycling: the SetConv encoders also take observation minus background")
     encoder_lengthscale: LengthKm | None = Field(default=None, description="initial SetConv kernel lengthscale (None: the latent grid spacing)")
     station_lengthscale: LengthKm | None = Field(default=None, description="initial station decoder lengthscale (None: half the grid spacing)")
     pressure_levels_hpa: list[float] = Field(
@@ -220,6 +221,12 @@ class ModelConfig(_Strict):
     )
     coarsen: int = Field(default=2, ge=1, description="output grid = target grid averaged over coarsen x coarsen")
     climatology: Literal["zonal", "gridpoint"] = "zonal"
+
+    @model_validator(mode="after")
+    def _innovations_need_cycling(self) -> ModelConfig:
+        if self.innovations and not self.cycling:
+            raise ValueError("model.innovations needs model.cycling: the innovations are taken against the cycled background")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -102,6 +102,17 @@ class SetConvEncoder(nn.Module):
         Number of 1x1 convolutions in the MLP.
     eps : float
         Added to the density in the value channel ``sum w v / (sum w + eps)``.
+    innovations : sequence of (int, int, float), optional
+        Innovation channels (observation minus background), one per entry ``(channel, output,
+        scale)``: value channel ``channel`` of this encoder (``variable * n_layers + layer``)
+        minus ``scale`` times output channel ``output`` of the model's background (a normalised
+        anomaly), see :meth:`innovation_features`. They are extra inputs of the MLP. Built by
+        :func:`obscast.components.model.assembly.innovation_map`; default none.
+
+    Raises
+    ------
+    ValueError
+        On no ``variables``, empty ``pressure_levels`` or an innovation channel out of range.
 
     Notes
     -----
@@ -119,6 +130,7 @@ class SetConvEncoder(nn.Module):
         hidden: int = 64,
         n_layers: int = 2,
         eps: float = 1e-5,
+        innovations: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         if not variables:
@@ -136,7 +148,59 @@ class SetConvEncoder(nn.Module):
         self.register_buffer("grid_xyz", grid.cell_vectors(), persistent=False)
         if self.pressure_levels is not None:
             self.register_buffer("log_levels", torch.log(torch.tensor(self.pressure_levels)), persistent=False)
-        self.mlp = pointwise_mlp(2 * self.n_channels, hidden, out_channels, n_layers, bias=False)
+        self.innovations = [(int(c), int(o), float(k)) for c, o, k in (innovations or [])]
+        bad = [c for c, _, _ in self.innovations if not 0 <= c < self.n_channels]
+        if bad:
+            raise ValueError(f"innovation channels {bad} outside the encoder's {self.n_channels} value channels")
+        self.register_buffer("innovation_channel", torch.tensor([c for c, _, _ in self.innovations], dtype=torch.long), persistent=False)
+        self.register_buffer("innovation_output", torch.tensor([o for _, o, _ in self.innovations], dtype=torch.long), persistent=False)
+        self.register_buffer("innovation_scale", torch.tensor([k for _, _, k in self.innovations], dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.mlp = pointwise_mlp(2 * self.n_channels + len(self.innovations), hidden, out_channels, n_layers, bias=False)
+
+    @property
+    def n_innovations(self) -> int:
+        """Number of innovation channels (0 without ``innovations``)."""
+        return len(self.innovations)
+
+    def innovation_features(self, x: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
+        """Innovations on the latent grid: the observations minus the background, where observed.
+
+        For entry ``(channel, output, scale)`` of ``innovations``:
+        ``d = (v_channel - scale * b_output) * (1 - exp(-sum_n w))``, with ``v`` the kernel-weighted
+        mean of the normalised observations (:meth:`features`), ``b`` the background and
+        ``sum_n w`` that channel's observation density. This is the innovation ``y - H(x_b)`` of
+        data assimilation (e.g. Kalnay 2003, *Atmospheric Modeling, Data Assimilation and
+        Predictability*, ch. 5) taken after the SetConv average rather than at each observation:
+        ``H`` is the background's anomaly at the nearest output level, rescaled from the output's
+        to the observations' normalisation (both are anomalies from a training climatology,
+        so the climatologies cancel); it tends to 0 where the channel has no observation.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            (batch, 2 * n_channels, lat, lon), :meth:`features`' first output.
+        background : torch.Tensor or None
+            (batch, output channels, lat, lon) normalised anomaly on the latent grid; None: zero
+            (a cold start, the climatology).
+
+        Returns
+        -------
+        torch.Tensor
+            (batch, n_innovations, lat, lon), dimensionless (the observations' normalisation).
+        """
+        c = self.n_channels
+        density = torch.expm1(x[:, self.innovation_channel])
+        value = x[:, c + self.innovation_channel]
+        if background is not None:
+            value = value - self.innovation_scale.to(x.dtype) * background[:, self.innovation_output].to(x.dtype)
+        return value * (1.0 - torch.exp(-density))
+
+    def embed(self, x: torch.Tensor, background: torch.Tensor | None = None) -> torch.Tensor:
+        """The MLP on the features ``x`` (batch, 2 * n_channels, lat, lon) and, with
+        ``innovations``, on :meth:`innovation_features` of ``background``: (batch, out_channels, lat, lon)."""
+        if self.innovations:
+            x = torch.cat([x, self.innovation_features(x, background)], dim=1)
+        return self.mlp(x)
 
     def _layer_onehot(self, obs: dict, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
         """(batch, points, layers) one-hot of the nearest layer in log-pressure, or None."""
@@ -157,7 +221,7 @@ class SetConvEncoder(nn.Module):
     def features(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Everything of :meth:`forward` before the MLP: the Gaussian scatter of the observations.
 
-        ``self.mlp(x)`` with ``x, density = self.features(obs)`` is ``forward(obs)``. With the
+        ``self.embed(x)`` with ``x, density = self.features(obs)`` is ``forward(obs)``. With the
         kernel lengthscale frozen, ``x`` depends on the observations only and can be cached
         (:class:`obscast.components.training.trainer.FeatureCache`).
 
@@ -205,7 +269,7 @@ class SetConvEncoder(nn.Module):
         h, w = self.grid.shape
         return x.reshape(x.shape[0], 2 * c, h, w), sums[:, 2 * c :].reshape(-1, 1, h, w)
 
-    def forward(self, obs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, obs: dict, background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode observations.
 
         Parameters
@@ -216,6 +280,8 @@ class SetConvEncoder(nn.Module):
             False for padding; with ``pressure_levels``: ``pressure`` (batch, points) Pa and/or
             ``height`` (batch, points) m, used where pressure is NaN. Points with non-finite
             coordinates or no usable pressure are ignored. ``points`` may be 0.
+        background : torch.Tensor, optional
+            With ``innovations``: the background on the latent grid, see :meth:`innovation_features`.
 
         Returns
         -------
@@ -230,4 +296,4 @@ class SetConvEncoder(nn.Module):
             If ``values`` does not have one column per variable, or pressure is required but absent.
         """
         x, density = self.features(obs)
-        return self.mlp(x), density
+        return self.embed(x, background), density

@@ -65,6 +65,12 @@ def test_experiment_is_validated(tmp_path, text, match):
         load_config(write(tmp_path, EXPERIMENT + text))
 
 
+def test_innovations_need_cycling(tmp_path):
+    with pytest.raises(ConfigError, match="model.innovations needs model.cycling"):
+        load_config(write(tmp_path, EXPERIMENT + "model:\n  cycling: false\n  innovations: true\n"))
+    assert load_config(write(tmp_path, EXPERIMENT + "model:\n  innovations: true\n")).model.innovations
+
+
 def test_training_needs_an_experiment(tmp_path):
     config = load_config(write(tmp_path, EXPERIMENT))
     with pytest.raises(ConfigError, match="no 'experiment' section"):

@@ -13,6 +13,7 @@ from torch import nn
 from obscast.decoders.gridded import GriddedDecoder
 from obscast.decoders.station import StationDecoder
 from obscast.encoders import build_encoder
+from obscast.encoders.setconv import SetConvEncoder
 from obscast.processor.convnet import ConvProcessor, ResidualBlock
 from obscast.processor.grid import LatLonGrid
 from obscast.processor.interp import BilinearRegridder
@@ -94,6 +95,11 @@ class ObsCastModel(nn.Module):
         the observations where they are dense and the background where there are none); these
         blocks make that weighting nonlinear and spread it over neighbouring cells. Default 0.
 
+    SetConv sources whose spec has ``innovations`` (see
+    :func:`obscast.components.model.assembly.innovation_map`) also see, with ``cycling``, the
+    innovations of their observations against the background (regridded bilinearly to the
+    latent grid): :meth:`obscast.encoders.setconv.SetConvEncoder.innovation_features`.
+
     Attributes
     ----------
     config : dict
@@ -103,8 +109,8 @@ class ObsCastModel(nn.Module):
     Raises
     ------
     ValueError
-        On an empty ``sources``, an unknown encoder type, an invalid ``residual_source``, or a
-        negative ``analysis_blocks``.
+        On an empty ``sources``, an unknown encoder type, an invalid ``residual_source``, a
+        negative ``analysis_blocks``, or innovations without ``cycling``.
     """
 
     def __init__(
@@ -168,6 +174,13 @@ class ObsCastModel(nn.Module):
                 "gridded", grid=self.grid, out_channels=self.source_channels, variables=self.output_variables,
                 in_lat=list(np.asarray(self.grid_decoder.out_lat, float)), in_lon=list(np.asarray(self.grid_decoder.out_lon, float)),
             )
+        #: SetConv sources fed innovations: :meth:`fuse` takes their features, not their latent.
+        self.innovation_sources = [k for k, e in self.encoders.items() if isinstance(e, SetConvEncoder) and e.n_innovations]
+        if self.innovation_sources:
+            if not self.cycling:
+                raise ValueError(f"sources {self.innovation_sources} take innovations, which need a background: set cycling")
+            dec, grid = self.grid_decoder, self.grid
+            self.background_regrid = BilinearRegridder(dec.out_lat, dec.out_lon, list(grid.latitude), list(grid.longitude))
         self.station_variables = list(station_variables) if station_variables is not None else self.output_variables
         self.station_decoder = StationDecoder(latent_channels, self.station_variables, self.grid, station_lengthscale_km, decoder_hidden)
         self.residual_source = residual_source
@@ -281,7 +294,10 @@ class ObsCastModel(nn.Module):
             raise ValueError(f"unknown sources {unknown}; the model has {list(self.encoders)}")
         if not any(name in inputs for name in self.encoders):
             raise ValueError(f"no source given; the model has {list(self.encoders)}")
-        encoded = {name: self.encoders[name](inputs[name]) for name in self.encoders if name in inputs}
+        encoded = {
+            name: self.encoders[name].features(inputs[name]) if name in self.innovation_sources else self.encoders[name](inputs[name])
+            for name in self.encoders if name in inputs
+        }
         return self.fuse(encoded, source_dropout, background)
 
     def fuse(
@@ -298,7 +314,10 @@ class ObsCastModel(nn.Module):
         encoded : dict
             Source name to its encoder's ``(latent, density)``: (batch, source_channels, lat,
             lon) and (batch, 1, lat, lon); a non-empty subset of the model's sources. Absent
-            sources count as zeros.
+            sources count as zeros. For the sources in :attr:`innovation_sources` the first
+            element is the encoder's features instead (``SetConvEncoder.features``, batch,
+            2 * n_channels, lat, lon): the MLP runs here, on them and their innovations against
+            ``background``.
         source_dropout : float
             In training mode only, probability of dropping each given source per sample (never
             all of them).
@@ -307,9 +326,12 @@ class ObsCastModel(nn.Module):
             anomaly, e.g. ``forecast(...)["background"]`` of the previous cycle; None is a cold
             start (zeros). Ignored without ``cycling``.
         """
+        if self.innovation_sources:
+            bg_latent = None if background is None else self.background_regrid(background)[0]
+            encoded = {k: (self.encoders[k].embed(x, bg_latent), den) if k in self.innovation_sources else (x, den) for k, (x, den) in encoded.items()}
         ref_latent, _ = next(iter(encoded.values()))
         batch, device = ref_latent.shape[0], ref_latent.device
-        zeros = (ref_latent.new_zeros(ref_latent.shape), ref_latent.new_zeros(batch, 1, *self.grid.shape))
+        zeros = (ref_latent.new_zeros(batch, self.source_channels, *self.grid.shape), ref_latent.new_zeros(batch, 1, *self.grid.shape))
         parts = [encoded.get(name, zeros) for name in self.encoders]
         if self.training and source_dropout > 0:
             present = torch.tensor([name in encoded for name in self.encoders], device=device)

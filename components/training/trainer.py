@@ -156,7 +156,8 @@ class FeatureCache:
         device: torch.device | str = "cpu",
     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Encoder outputs ``{source key: (latent, density)}`` of samples ``indices`` of ``data``
-        (static source included), as :meth:`ObsCastModel.fuse` takes them.
+        (static source included), as :meth:`ObsCastModel.fuse` takes them (features instead of
+        the latent for the model's ``innovation_sources``).
 
         ``keep`` optionally maps a source name to a (batch,) float 0/1 tensor: 0 hides that
         source (all lags) for that sample, as source dropout does.
@@ -176,7 +177,7 @@ class FeatureCache:
             if keep is not None and name in keep:
                 k = keep[name].to(device).view(-1, 1, 1, 1)
                 x, den = x * k, den * k
-            out[key] = (enc.mlp(x), den)
+            out[key] = (x, den) if key in model.innovation_sources else (enc.mlp(x), den)
         return out
 
 

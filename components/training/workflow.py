@@ -48,7 +48,7 @@ def model_args(config: Config, data: ExperimentData) -> dict[str, Any]:
         latent_channels=m.latent_channels, processor_hidden=m.processor_hidden, n_blocks=m.n_blocks,
         decoder_hidden=m.decoder_hidden, encoder_hidden=m.encoder_hidden, lengthscale_km=m.encoder_lengthscale,
         station_lengthscale_km=m.station_lengthscale, cycling=m.cycling, station_residual="forecast",
-        analysis_blocks=m.analysis_blocks,
+        analysis_blocks=m.analysis_blocks, innovations=m.innovations,
     )
 
 

@@ -404,3 +404,58 @@ def test_station_residual_forecast_starts_at_the_interpolated_grid():
     torch.testing.assert_close(moved, want + 1.0, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="station_residual"):
         small_model(sources=sources, output_variables=["a"], out_lat=lat, out_lon=lon, station_variables=["b"], station_residual="forecast")
+
+
+def test_innovations_are_observation_minus_background():
+    """An innovation channel is the observed value minus the scaled background channel it is
+    paired with, where observed; it fades to zero away from the observations, and only the
+    paired background channel enters it."""
+    grid = LatLonGrid(8, 16)
+    enc = SetConvEncoder(["surface_air_pressure", "brightness_temperature_ch1"], grid, 4, innovations=[[0, 1, 2.0]])
+    assert enc.n_innovations == 1 and enc.mlp[0].in_channels == 2 * 2 + 1
+    lat, lon = float(grid.latitude[3]), float(grid.longitude[5])
+    obs = {"latitude": torch.tensor([[lat]]), "longitude": torch.tensor([[lon]]), "values": torch.tensor([[[1.5, 0.3]]])}
+    x, density = enc.features(obs)
+    cold = enc.innovation_features(x, None)
+    weight = float(density[0, 0, 3, 5])
+    assert cold.shape == (1, 1, 8, 16)
+    assert float(cold[0, 0, 3, 5]) == pytest.approx(1.5 * (1 - math.exp(-weight)), rel=1e-4)
+    assert float(cold[0, 0, 4, 13].abs()) < 1e-6  # the antipode: no observation, no innovation
+    bg = torch.zeros(1, 3, 8, 16)
+    bg[:, 1] = 0.75  # scaled by 2: exactly the observation
+    assert float(enc.innovation_features(x, bg)[0, 0, 3, 5].abs()) < 1e-4
+    other = bg.clone()
+    other[:, [0, 2]] = torch.randn(1, 2, 8, 16)
+    torch.testing.assert_close(enc.innovation_features(x, other), enc.innovation_features(x, bg))
+    latent, _ = enc(obs, bg)
+    torch.testing.assert_close(latent, enc.embed(x, bg))
+    assert (latent - enc(obs)[0]).abs().max() > 0  # the background reaches the latent
+    with pytest.raises(ValueError, match="innovation channels"):
+        SetConvEncoder(["t"], grid, 4, innovations=[[1, 0, 1.0]])
+
+
+def test_innovation_map_pairs_levels_and_units():
+    """Each observed channel is compared with the output channel of the same quantity nearest
+    in log-pressure (sigma x 1000 hPa), rescaled between the two normalisations; geopotential
+    height is geopotential / g0; satellite radiances have no counterpart."""
+    from obscast.components.model.assembly import innovation_map
+    from obscast.encoders.setconv import G0
+
+    stats = {
+        "grid": {
+            "channels": ["air_temperature_sigma025", "air_temperature_sigma085", "geopotential_sigma025", "geopotential_sigma085", "surface_air_pressure"],
+            "std": [2.0, 3.0, 100.0, 200.0, 500.0],
+        },
+        "sources": {
+            "temp": {"variables": ["air_temperature", "geopotential_height"], "pressure_levels": [85000.0, 30000.0], "std": [[1.0, 10.0], [2.0, 20.0]]},
+            "synop": {"variables": ["surface_air_pressure", "air_temperature"], "pressure_levels": None, "std": [[250.0, 1.5]]},
+            "satellite": {"variables": ["brightness_temperature_ch1"], "pressure_levels": None, "std": [[1.0]]},
+        },
+    }
+    temp = innovation_map(stats, "temp")
+    assert [(c, o) for c, o, _ in temp] == [(0, 1), (1, 0), (2, 3), (3, 2)]
+    np.testing.assert_allclose([k for _, _, k in temp], [3.0, 1.0, 200.0 / G0 / 10.0, 100.0 / G0 / 20.0])
+    assert innovation_map(stats, "synop") == [[0, 4, 2.0], [1, 1, 2.0]]  # surface T: the lowest level
+    assert innovation_map(stats, "satellite") == []
+    with pytest.raises(KeyError):
+        innovation_map(stats, "aircraft")

@@ -245,6 +245,27 @@ def test_cycle_analyses_carry_the_background_and_restart_after_gaps(setup, natur
     assert (hidden - got).abs().max() > 1e-3
 
 
+def test_innovation_encoders_cycle_alike_from_cache_and_observations(setup):
+    """With innovations the SetConv MLPs run inside the fusion on the cached features and the
+    background: the cached and the direct analysis cycles agree, the innovation inputs carry
+    weight, and the satellite (no background counterpart) has none."""
+    _, _, stats, train, _ = setup
+    torch.manual_seed(0)
+    args = build_model_args(stats, train.station_channels, history=2, cycling=True, innovations=True, **SMALL)
+    model = _perturbed(ObsCastModel(**args))
+    assert set(model.innovation_sources) == {k for k in args["sources"] if k.split("_lag")[0] in ("synop", "temp", "aircraft")}
+    cache = FeatureCache(model, [train])
+    got = cycle_analyses(model, train, cache)
+    torch.testing.assert_close(cycle_analyses(model, train), got, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # zero the MLP weights on the innovation inputs: the analyses change
+        for k in model.innovation_sources:
+            enc = model.encoders[k]
+            enc.mlp[0].weight[:, 2 * enc.n_channels :] = 0.0
+    assert (cycle_analyses(model, train, cache) - got).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="cycling"):
+        ObsCastModel(**build_model_args(stats, train.station_channels, innovations=True, **SMALL))
+
+
 def test_cycling_training_lowers_validation_loss_and_verifies_with_spinup(setup, nature):
     tables, _, stats, train, val = setup
     args = build_model_args(stats, train.station_channels, history=2, cycling=True, **SMALL)
