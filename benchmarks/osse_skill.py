@@ -13,6 +13,7 @@ The levers of the skill push are measured by running it again on a changed setup
 * longer training: the rows of one run;
 * backpropagation through several analysis cycles: ``OBSCAST_TRAIN__BACKPROP_CYCLES=2`` (each
   optimiser step runs two consecutive cycles; ``train.backprop_cycles``);
+* innovations as encoder inputs: ``OBSCAST_MODEL__INNOVATIONS=false`` against the default (true);
 * the length of the training period: ``OBSCAST_EXPERIMENT__SPLIT__TRAIN__START=...`` on the same
   store (a shorter one), or a store made with ``OBSCAST_OSSE__NATURE__LENGTH_DAYS=365`` and the
   split moved (a longer one).
