@@ -415,7 +415,7 @@ def test_innovations_are_observation_minus_background():
     assert enc.n_innovations == 1 and enc.mlp[0].in_channels == 2 * 2 + 1
     lat, lon = float(grid.latitude[3]), float(grid.longitude[5])
     obs = {"latitude": torch.tensor([[lat]]), "longitude": torch.tensor([[lon]]), "values": torch.tensor([[[1.5, 0.3]]])}
-    x, density = enc.features(obs)
+    x, density = (t.detach() for t in enc.features(obs))
     cold = enc.innovation_features(x, None)
     weight = float(density[0, 0, 3, 5])
     assert cold.shape == (1, 1, 8, 16)
