@@ -179,8 +179,6 @@ class ObsCastModel(nn.Module):
         if self.innovation_sources:
             if not self.cycling:
                 raise ValueError(f"sources {self.innovation_sources} take innovations, which need a background: set cycling")
-            dec, grid = self.grid_decoder, self.grid
-            self.background_regrid = BilinearRegridder(dec.out_lat, dec.out_lon, list(grid.latitude), list(grid.longitude))
         self.station_variables = list(station_variables) if station_variables is not None else self.output_variables
         self.station_decoder = StationDecoder(latent_channels, self.station_variables, self.grid, station_lengthscale_km, decoder_hidden)
         self.residual_source = residual_source
@@ -327,7 +325,8 @@ class ObsCastModel(nn.Module):
             start (zeros). Ignored without ``cycling``.
         """
         if self.innovation_sources:
-            bg_latent = None if background is None else self.background_regrid(background)[0]
+            # the background encoder's own regridder: the output grid to the latent grid
+            bg_latent = None if background is None else self.background_encoder.regrid(background)[0]
             encoded = {k: (self.encoders[k].embed(x, bg_latent), den) if k in self.innovation_sources else (x, den) for k, (x, den) in encoded.items()}
         ref_latent, _ = next(iter(encoded.values()))
         batch, device = ref_latent.shape[0], ref_latent.device
